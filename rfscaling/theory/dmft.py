@@ -1,0 +1,315 @@
+"""Typical-case DMFT predictions for gradient flow, weight decay, Langevin and Bayesian regression.
+
+The derivation and every formula used here are in docs/theory.md (section numbers in comments).
+In short: in the Laplace domain each eigenmode k is an independent linear process whose coupling to
+the others enters only through the collective effective ridge kappa(z), z = s + weight_decay, and
+through one common effective noise whose two-time statistics give the 1/(1 - Gamma_12) factor.
+Single-time quantities (noise variances, train error) are 1-D inverse Laplace transforms; the bias
+needs the two-time function, inverted on the product of two contours. t = 0 and t = inf are
+evaluated in closed form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .kappa import kappa_on_contour, kappa_real
+from .laplace import WINDOW, time_windows, unit_hyperbola
+
+__all__ = ["Prediction", "predict"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """DMFT prediction on a time grid. Arrays over times have shape (T,), per-mode arrays (T, N).
+
+    Conventions (docs/theory.md): E_g = sum_k lam_k (w_k - wstar_k)^2 averaged over everything,
+    bias from the noise-averaged weights, variance = E_g - bias split by source, train error
+    (1/P) sum_mu (y_mu - f(x_mu))^2 with noisy labels.
+    """
+
+    times: np.ndarray
+    generalization_error: np.ndarray
+    bias: np.ndarray
+    variance: np.ndarray
+    variance_label_noise: np.ndarray
+    variance_langevin: np.ndarray
+    variance_init: np.ndarray
+    train_error: np.ndarray
+    train_bias: np.ndarray
+    train_variance: np.ndarray
+    mode_error: np.ndarray | None
+    mode_bias: np.ndarray | None
+    mode_variance: np.ndarray | None
+    mode_variance_label_noise: np.ndarray | None
+    mode_variance_langevin: np.ndarray | None
+    mode_variance_init: np.ndarray | None
+    mode_response: np.ndarray | None
+    eigenvalues: np.ndarray
+    target_second_moment: np.ndarray
+    n_samples: int
+    label_noise: float
+    weight_decay: float
+    temperature: float
+    init_variance: float
+    effective_ridge: float
+    degrees_of_freedom: float
+    gamma: float
+    success: bool
+    message: str
+    max_residual: float = field(default=0.0)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Totals as a column dict (for CSV / pandas)."""
+        return {
+            "time": self.times,
+            "E_g": self.generalization_error,
+            "bias": self.bias,
+            "variance": self.variance,
+            "variance_label_noise": self.variance_label_noise,
+            "variance_langevin": self.variance_langevin,
+            "variance_init": self.variance_init,
+            "train_error": self.train_error,
+        }
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _scalar(name: str, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r}: must be a real number >= 0") from None
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value!r}: must be a finite number >= 0")
+    return value
+
+
+def _validate(eigenvalues, target_second_moment, n_samples, times, **scalars):
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    if lam.ndim != 1 or lam.size == 0:
+        raise ValueError(f"eigenvalues: must be a non-empty 1-D array, got shape {lam.shape}")
+    if not np.all(np.isfinite(lam)) or np.any(lam <= 0):
+        raise ValueError("eigenvalues: must all be finite and > 0")
+    w2 = np.asarray(target_second_moment, dtype=np.float64)
+    if w2.shape != lam.shape:
+        raise ValueError(f"target_second_moment: shape {w2.shape} does not match eigenvalues {lam.shape}")
+    if not np.all(np.isfinite(w2)) or np.any(w2 < 0):
+        raise ValueError("target_second_moment: must all be finite and >= 0")
+    if isinstance(n_samples, bool) or not np.isscalar(n_samples) or not np.isfinite(float(n_samples)) \
+            or float(n_samples) < 1 or not float(n_samples).is_integer():
+        raise ValueError(f"n_samples={n_samples!r}: must be a positive integer")
+    t = np.atleast_1d(np.asarray(times, dtype=np.float64))
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError("times: must be a non-empty 1-D array")
+    if np.any(np.isnan(t)) or np.any(t < 0):
+        raise ValueError("times: must be >= 0 (numpy.inf allowed), no NaN")
+    return lam, w2, int(n_samples), t, {k: _scalar(k, v) for k, v in scalars.items()}
+
+
+# ----------------------------------------------------------------------------- closed forms
+
+
+def _limit_infinity(lam, w2, P, lab, wd, T, s0):
+    """Per-mode components and train parts at t = inf (docs/theory.md, 'Limits')."""
+    N = lam.size
+    kappa = float(kappa_real(lam, P, np.array([wd]))[0])
+    a = lam / (kappa + lam)
+    b = kappa / (kappa + lam)
+    gamma = float(np.sum(a * a) / P)
+    one_m_g = 1.0 - gamma
+    dk = np.inf if one_m_g <= 0 else 1.0 / (P * one_m_g)  # dkappa/dz
+    E = float(np.sum(lam * w2 / (kappa + lam) ** 2) / P)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bias = lam * b * b * (w2 + lam * E * dk * P) if kappa > 0 else np.zeros(N)
+        var_lab = lab * a * a * dk if lab > 0 else np.zeros(N)
+        if T == 0:
+            var_lan = np.zeros(N)
+        elif wd > 0:
+            var_lan = T * lam * b / wd
+        elif kappa > 0:  # null space of the data: unbounded linear growth
+            var_lan = np.full(N, np.inf)
+        else:
+            var_lan = T * dk * np.ones(N)
+        var_init = s0 * lam * b if (wd == 0 and kappa > 0) else np.zeros(N)
+        da = lam * dk / (kappa + lam) ** 2  # -d a_k / dz
+        tr_bias = wd**2 * np.sum(w2 * da) / P if wd > 0 else 0.0
+        if lab == 0:
+            tr_lab = 0.0
+        elif wd > 0:
+            db = lam * dk / (kappa + lam) ** 2
+            dD = db / wd - b / wd**2
+            tr_lab = lab * (np.sum(-wd**2 * dD) / P + (P - N) / P)
+        else:
+            tr_lab = lab * (np.sum(b) / P + (P - N) / P)
+        tr_lan = T * np.sum(a) / P if T > 0 else 0.0
+    return dict(bias=bias, lab=var_lab, lan=var_lan, init=var_init, tr_bias=tr_bias,
+                tr_var=tr_lab + tr_lan, response=b), kappa, gamma
+
+
+def _limit_zero(lam, w2, P, lab, s0):
+    N = lam.size
+    return dict(bias=lam * w2, lab=np.zeros(N), lan=np.zeros(N), init=s0 * lam,
+                tr_bias=float(np.sum(lam * w2)), tr_var=lab + s0 * float(lam.sum()),
+                response=np.ones(N))
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0, weight_decay=0.0,
+            temperature=0.0, init_variance=0.0, *, modes: bool = True, quadrature_nodes: int = 32
+            ) -> Prediction:
+    """Typical-case DMFT prediction of the learning curves of linear random-feature regression.
+
+    Parameters
+    ----------
+    eigenvalues : (N,) kernel eigenvalues lam_k > 0.
+    target_second_moment : (N,) E[wstar_k^2] >= 0 of the teacher in the eigenbasis.
+    n_samples : number of training samples P.
+    times : (T,) times >= 0; numpy.inf gives the exact t -> inf limit (ridge / posterior).
+    label_noise, weight_decay, temperature, init_variance : see docs/theory.md.
+    modes : also return per-mode arrays of shape (T, N) (costs O(T N nodes^2)).
+    quadrature_nodes : nodes per half contour of the inverse Laplace transform (24 or 32).
+    """
+    lam, w2, P, t, sc = _validate(eigenvalues, target_second_moment, n_samples, times,
+                                  label_noise=label_noise, weight_decay=weight_decay,
+                                  temperature=temperature, init_variance=init_variance)
+    lab, wd, T, s0 = sc["label_noise"], sc["weight_decay"], sc["temperature"], sc["init_variance"]
+    N, nT = lam.size, t.size
+    lw = lam * w2
+
+    comp = ("bias", "lab", "lan", "init", "response")
+    mode = {c: np.zeros((nT, N)) for c in comp} if modes else None
+    tot = {c: np.zeros(nT) for c in ("bias", "lab", "lan", "init", "tr_bias", "tr_var")}
+
+    def put(i, d):
+        for c in ("bias", "lab", "lan", "init"):
+            tot[c][i] = np.sum(d[c])
+        tot["tr_bias"][i], tot["tr_var"][i] = d["tr_bias"], d["tr_var"]
+        if modes:
+            for c in comp:
+                mode[c][i] = d[c]
+
+    inf_d, kappa_inf, gamma_inf = _limit_infinity(lam, w2, P, lab, wd, T, s0)
+    zero_d = _limit_zero(lam, w2, P, lab, s0)
+    for i in np.flatnonzero(np.isinf(t)):
+        put(i, inf_d)
+    for i in np.flatnonzero(t == 0):
+        put(i, zero_d)
+
+    finite = np.flatnonzero(np.isfinite(t) & (t > 0))
+    max_resid = 0.0
+    if finite.size:
+        groups = [finite[g] for g in time_windows(t[finite])]
+        t0s = np.array([t[g].min() for g in groups])
+        sigma, thetas, w_unit = unit_hyperbola(quadrature_nodes)
+        scales = np.concatenate([1.0 / t0s, 0.5 / t0s])  # z = wd + s and z = wd + s/2
+        K, resid = kappa_on_contour(lam, P, wd, sigma, thetas, scales)
+        max_resid = float(resid.max())
+        sig = sigma(thetas)
+        G = len(groups)
+        for g, idx in enumerate(groups):
+            tg = t[idx]
+            s = sig / t0s[g]                      # (n,) upper-half nodes
+            w = w_unit / t0s[g]
+            _window(lam, w2, lw, P, lab, wd, T, s0, s, w, K[g], K[G + g], tg, idx, tot, mode)
+
+    bias, lab_v, lan_v, init_v = tot["bias"], tot["lab"], tot["lan"], tot["init"]
+    with np.errstate(invalid="ignore"):
+        variance = lab_v + lan_v + init_v
+        eg = bias + variance
+        train_bias = tot["tr_bias"]
+        train_var = tot["tr_var"]
+        train = train_bias + train_var
+    mode_var = None
+    if modes:
+        mode_var = mode["lab"] + mode["lan"] + mode["init"]
+    ok = bool(max_resid < 1e-8) and not np.any(np.isnan(eg))
+    msg = ("converged" if ok else
+           f"effective-ridge solve residual {max_resid:.2e} (or NaN output); results may be inaccurate")
+    a_inf = lam / (kappa_inf + lam)
+    return Prediction(
+        times=t, generalization_error=eg, bias=bias, variance=variance,
+        variance_label_noise=lab_v, variance_langevin=lan_v, variance_init=init_v,
+        train_error=train, train_bias=train_bias, train_variance=train_var,
+        mode_error=(mode["bias"] + mode_var) if modes else None,
+        mode_bias=mode["bias"] if modes else None, mode_variance=mode_var,
+        mode_variance_label_noise=mode["lab"] if modes else None,
+        mode_variance_langevin=mode["lan"] if modes else None,
+        mode_variance_init=mode["init"] if modes else None,
+        mode_response=mode["response"] if modes else None,
+        eigenvalues=lam, target_second_moment=w2, n_samples=P, label_noise=lab, weight_decay=wd,
+        temperature=T, init_variance=s0, effective_ridge=kappa_inf,
+        degrees_of_freedom=float(a_inf.sum()), gamma=gamma_inf, success=ok, message=msg,
+        max_residual=max_resid,
+    )
+
+
+def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
+    """All quantities for the times tg of one contour window (docs/theory.md, 'Laplace domain')."""
+    N = lam.size
+    z1, z2 = wd + s, wd + 0.5 * s
+    # 1-D inversion kernel on the upper half contour: f(t) = 2 Re sum_m w_m e^{s_m t} F(s_m)
+    ker = 2.0 * w[:, None] * np.exp(s[:, None] * tg[None, :])            # (n, Tg)
+    inv = lambda F: np.real(F @ ker)                                       # noqa: E731
+
+    A1 = 1.0 / (k1[None, :] + lam[:, None])                                # (N, n)
+    A2 = 1.0 / (k2[None, :] + lam[:, None])
+    a1, b1 = lam[:, None] * A1, k1[None, :] * A1
+    a2, b2 = lam[:, None] * A2, k2[None, :] * A2
+    gam12 = (a1 * a2).sum(0) / P                                           # Gamma(k1, k2)
+    dk = (z2 - z1) / (P * (1.0 - gam12))                                   # k2 - k1, no cancellation
+    da = -lam[:, None] * dk[None, :] * A1 * A2                             # a2 - a1
+
+    # noise variances per mode (single-resolvent transforms)
+    lam_c = lam[:, None]
+    F_lab = lab * lam_c * (2.0 / s**2) * da
+    F_lan = T * lam_c * b2 / (z2 * s)
+    F_init = 0.5 * s0 * lam_c * b2 / z2
+    F_resp = b1 / s
+    # train error parts, summed over modes first
+    D2 = b2 / z2
+    dD = -da / z2 + b1 * (0.5 * s) / (z1 * z2)                             # D2 - D1, stable
+    S_trb = (w2[:, None] * (0.5 * a2 + (2.0 * wd * z1 / s**2) * da)).sum(0) / P
+    S_trl = lab * (0.5 * D2 + (2.0 * wd * z1 / s**2) * dD).sum(0) / P
+    S_trn = (T / s + 0.5 * s0) * a2.sum(0) / P
+    tot["tr_bias"][idx] = inv(S_trb)
+    tot["tr_var"][idx] = inv(S_trl + S_trn) + lab * (P - N) / P
+
+    # two-time bias: Laplace kernel P k1 k2 E12 / ((1 - Gamma12) s1 s2) on the full contour
+    kf = np.concatenate([k1, np.conj(k1)])
+    sf = np.concatenate([s, np.conj(s)])
+    wf = np.concatenate([w, np.conj(w)])  # w(-theta) = conj(w(theta))
+    Af = np.concatenate([A1, np.conj(A1)], axis=1)                         # (N, 2n)
+    E12 = (Af.T * (lw / P)) @ Af
+    G12 = (Af.T * (lam**2 / P)) @ Af
+    Q = E12 / (1.0 - G12)
+    ef = wf[:, None] * np.exp(sf[:, None] * tg[None, :]) / sf[:, None]     # (2n, Tg)
+    c = ef * kf[:, None]
+    tot["bias"][idx] = P * np.real(np.einsum("mt,mk,kt->t", c, Q, c))
+
+    if mode is None:
+        tot["lab"][idx] = inv(F_lab.sum(0))
+        tot["lan"][idx] = inv(F_lan.sum(0))
+        tot["init"][idx] = inv(F_init.sum(0))
+        return
+    for key, F in (("lab", F_lab), ("lan", F_lan), ("init", F_init)):
+        m = inv(F).T                                                       # (Tg, N)
+        mode[key][idx] = m
+        tot[key][idx] = m.sum(1)
+    beta = inv(F_resp).T                                                   # (Tg, N)
+    mode["response"][idx] = beta
+    Bf = np.concatenate([b1, np.conj(b1)], axis=1)                         # (N, 2n)
+    # low-rank form of Q keeps the per-mode quadratic forms at O(N n r) per time
+    U, sv, Vh = np.linalg.svd(Q)
+    r = max(1, int(np.sum(sv > sv[0] * 1e-15))) if sv[0] > 0 else 1
+    for j, i in enumerate(idx):
+        y = Bf * ef[None, :, j]                                            # (N, 2n)
+        left = y @ (U[:, :r] * sv[:r])                                     # (N, r)
+        right = y @ Vh[:r].T                                               # (N, r)
+        quad = np.real(np.sum(left * right, axis=1))
+        mode["bias"][i] = lw * beta[j] ** 2 + lam**2 * quad

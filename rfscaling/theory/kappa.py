@@ -1,0 +1,142 @@
+"""The collective order parameter of the DMFT: the effective ridge kappa(z).
+
+All mode couplings of the theory pass through one scalar function of the Laplace frequency,
+kappa(z) with z = s + weight_decay, defined as the physical root of
+
+    z = kappa * (P - df1(kappa)),        df1(kappa) = sum_k lam_k / (lam_k + kappa).
+
+It is the renormalised ridge of the deterministic equivalent of (z + X^T X)^{-1}: the diagonal
+resolvent is D_k(z) = kappa / (z (kappa + lam_k)). dz/dkappa = P (1 - Gamma(kappa)) with
+Gamma = (1/P) sum_k lam_k^2 / (lam_k + kappa)^2.
+
+Solving: on the real axis the map kappa -> z is increasing and convex on the physical branch, so
+Newton from the right converges monotonically. Off the axis we follow the physical branch by
+continuation along the contour parameter (from the real vertex of the hyperbola outwards), first
+on a compressed spectrum (log bins, cheap), then polish with Newton on the full spectrum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import brentq
+
+_CHUNK = 1 << 22  # elements per (modes x nodes) work block: bounds memory at O(N x nodes) chunks
+
+
+def df1(lam: np.ndarray, kappa, weights: np.ndarray | None = None):
+    """Effective number of learned modes sum_k w_k lam_k / (lam_k + kappa) (vectorised in kappa)."""
+    kappa = np.asarray(kappa)
+    r = lam[:, None] / (lam[:, None] + kappa.reshape(1, -1))
+    out = (r if weights is None else r * weights[:, None]).sum(0)
+    return out.reshape(kappa.shape)
+
+
+def kappa_at_zero(lam: np.ndarray, P: int) -> float:
+    """kappa(0+): the ridgeless effective ridge, root of df1(kappa) = P when P < N, else 0."""
+    N = lam.size
+    if P >= N:
+        return 0.0
+    f = lambda u: float(df1(lam, np.exp(u))) - P  # decreasing in u
+    lo, hi = np.log(lam.min()) - 1.0, np.log(lam.max()) + 1.0
+    while f(lo) <= 0:
+        lo -= 5.0
+    while f(hi) >= 0:
+        hi += 5.0
+    return float(np.exp(brentq(f, lo, hi, xtol=1e-15, rtol=1e-15, maxiter=500)))
+
+
+def kappa_real(lam: np.ndarray, P: int, z: np.ndarray) -> np.ndarray:
+    """kappa(z) for real z >= 0 (vectorised). Newton from the right: monotone on a convex branch."""
+    z = np.asarray(z, dtype=np.float64)
+    k0 = kappa_at_zero(lam, P)
+    kappa = np.maximum((z + lam.sum()) / P, k0)
+    for _ in range(500):
+        r = lam[:, None] / (lam[:, None] + kappa[None, :])
+        f = kappa * (P - r.sum(0)) - z
+        fp = P - (r * r).sum(0)
+        new = np.maximum(kappa - f / fp, k0)
+        done = np.abs(new - kappa) <= 1e-15 * np.abs(new) + 1e-300
+        kappa = new
+        if done.all():
+            break
+    return np.where(z == 0, k0, kappa)
+
+
+def _compress(lam: np.ndarray, per_decade: int = 48, max_exact: int = 1024):
+    """Log-binned spectrum (values, counts) used only for initial guesses."""
+    if lam.size <= max_exact:
+        return lam, np.ones_like(lam)
+    logl = np.log10(lam)
+    edges = np.arange(np.floor(logl.min() * per_decade), np.ceil(logl.max() * per_decade) + 2) / per_decade
+    idx = np.clip(np.searchsorted(edges, logl, side="right") - 1, 0, edges.size - 2)
+    counts = np.bincount(idx, minlength=edges.size - 1).astype(np.float64)
+    sums = np.bincount(idx, weights=lam, minlength=edges.size - 1)
+    keep = counts > 0
+    return sums[keep] / counts[keep], counts[keep]
+
+
+def _newton(lam, w, P, z, kappa, iters, tol=1e-14):
+    """Vectorised Newton for z = kappa (P - df1(kappa)); returns (kappa, converged)."""
+    conv = np.zeros(z.shape, dtype=bool)
+    for _ in range(iters):
+        r = lam[:, None] / (lam[:, None] + kappa[None, :])
+        if w is not None:
+            d1 = (r * w[:, None]).sum(0)
+            g2 = (r * r * w[:, None]).sum(0)
+        else:
+            d1 = r.sum(0)
+            g2 = (r * r).sum(0)
+        step = (kappa * (P - d1) - z) / (P - g2)
+        kappa = kappa - step
+        conv = np.abs(step) <= tol * np.abs(kappa)
+        if conv.all():
+            break
+    return kappa, conv
+
+
+def _continue(lam, w, P, zfun, th0, th1, kappa, depth=0):
+    """Follow the physical root from contour parameter th0 to th1 (arrays over scales)."""
+    kappa_new, conv = _newton(lam, w, P, zfun(th1), kappa.copy(), 12, tol=1e-13)
+    bad = ~conv | ~np.isfinite(kappa_new)
+    if bad.any():
+        if depth > 12:
+            raise FloatingPointError("effective-ridge continuation did not converge")
+        mid = 0.5 * (th0 + th1)
+        zb = lambda th: zfun(th)[bad]  # noqa: E731
+        k_mid = _continue(lam, w, P, zb, th0, mid, kappa[bad], depth + 1)
+        kappa_new[bad] = _continue(lam, w, P, zb, mid, th1, k_mid, depth + 1)
+    return kappa_new
+
+
+def kappa_on_contour(lam: np.ndarray, P: int, weight_decay: float, sigma, thetas: np.ndarray,
+                     scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """kappa at z = weight_decay + scale_j * sigma(theta_m), for all scales j and nodes m.
+
+    sigma(theta) is the unit hyperbola (real at theta = 0). Returns kappa (J, M) and the final
+    relative residual of the defining equation (J, M) on the full spectrum.
+    """
+    lam_c, w_c = _compress(lam)
+    w_c = None if lam_c is lam else w_c
+    scales = np.asarray(scales, dtype=np.float64)
+    # start on the real axis (theta = 0), where the root is real and easy
+    z0 = weight_decay + scales * float(np.real(sigma(0.0)))
+    kappa = kappa_real(lam_c if w_c is None else lam, P, z0).astype(np.complex128)
+    out = np.empty((scales.size, thetas.size), dtype=np.complex128)
+    th_prev = 0.0
+    for m, th in enumerate(thetas):
+        zfun = lambda t: weight_decay + scales * sigma(t)  # noqa: E731
+        kappa = _continue(lam_c, w_c, P, zfun, th_prev, th, kappa)
+        out[:, m] = kappa
+        th_prev = th
+    # polish on the full spectrum, chunked over nodes to bound memory
+    z = weight_decay + scales[:, None] * sigma(thetas)[None, :]
+    flat_z, flat_k = z.ravel(), out.ravel()
+    step = max(1, _CHUNK // lam.size)
+    resid = np.empty(flat_z.size)
+    for i in range(0, flat_z.size, step):
+        sl = slice(i, i + step)
+        k, _ = _newton(lam, None, P, flat_z[sl], flat_k[sl], 6 if w_c is not None else 2, tol=1e-15)
+        r = lam[:, None] / (lam[:, None] + k[None, :])
+        resid[sl] = np.abs(k * (P - r.sum(0)) - flat_z[sl]) / np.maximum(np.abs(flat_z[sl]), 1e-300)
+        flat_k[sl] = k
+    return flat_k.reshape(z.shape), resid.reshape(z.shape)
