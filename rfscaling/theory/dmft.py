@@ -228,7 +228,7 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
     mode_var = None
     if modes:
         mode_var = mode["lab"] + mode["lan"] + mode["init"]
-    ok = bool(max_resid < 1e-8) and not np.any(np.isnan(eg))
+    ok = bool(max_resid < 1e-6) and not np.any(np.isnan(eg))
     msg = ("converged" if ok else
            f"effective-ridge solve residual {max_resid:.2e} (or NaN output); results may be inaccurate")
     a_inf = lam / (kappa_inf + lam)
@@ -249,67 +249,88 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
     )
 
 
+def _gram_full(A1: np.ndarray, d_list: list[np.ndarray]) -> list[np.ndarray]:
+    """[Af^T diag(d) Af for d in d_list] with Af = [A1, conj(A1)] (N, 2n), via one GEMM.
+
+    Only the upper block-row is multiplied out; the lower one follows from conjugation:
+    M[n + i, j] = conj(M[i, (j + n) mod 2n]).
+    """
+    n = A1.shape[1]
+    Af = np.concatenate([A1, np.conj(A1)], axis=1)
+    top = A1.T @ np.concatenate([Af * d[:, None] for d in d_list], axis=1)     # (n, 2n * len)
+    out = []
+    for j in range(len(d_list)):
+        up = top[:, 2 * n * j: 2 * n * (j + 1)]
+        low = np.conj(np.roll(up, n, axis=1))
+        out.append(np.concatenate([up, low], axis=0))
+    return out
+
+
 def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
-    """All quantities for the times tg of one contour window (docs/theory.md, 'Laplace domain')."""
+    """All quantities for the times tg of one contour window (docs/theory.md, 'Laplace domain').
+
+    k1 = kappa(wd + s), k2 = kappa(wd + s/2) on the n upper-half nodes s with weights w.
+    """
     N = lam.size
     z1, z2 = wd + s, wd + 0.5 * s
-    # 1-D inversion kernel on the upper half contour: f(t) = 2 Re sum_m w_m e^{s_m t} F(s_m)
-    ker = 2.0 * w[:, None] * np.exp(s[:, None] * tg[None, :])            # (n, Tg)
-    inv = lambda F: np.real(F @ ker)                                       # noqa: E731
+    # 1-D inversion on the upper half contour: f(t) = 2 Re sum_m w_m e^{s_m t} F(s_m)
+    ker = 2.0 * w[:, None] * np.exp(s[:, None] * tg[None, :])              # (n, Tg)
+    inv = lambda F: np.real(F @ ker)                                         # noqa: E731
 
-    A1 = 1.0 / (k1[None, :] + lam[:, None])                                # (N, n)
+    A1 = 1.0 / (k1[None, :] + lam[:, None])                                  # (N, n)
     A2 = 1.0 / (k2[None, :] + lam[:, None])
-    a1, b1 = lam[:, None] * A1, k1[None, :] * A1
-    a2, b2 = lam[:, None] * A2, k2[None, :] * A2
-    gam12 = (a1 * a2).sum(0) / P                                           # Gamma(k1, k2)
-    dk = (z2 - z1) / (P * (1.0 - gam12))                                   # k2 - k1, no cancellation
-    da = -lam[:, None] * dk[None, :] * A1 * A2                             # a2 - a1
-
-    # noise variances per mode (single-resolvent transforms)
-    lam_c = lam[:, None]
-    F_lab = lab * lam_c * (2.0 / s**2) * da
-    F_lan = T * lam_c * b2 / (z2 * s)
-    F_init = 0.5 * s0 * lam_c * b2 / z2
-    F_resp = b1 / s
-    # train error parts, summed over modes first
-    D2 = b2 / z2
-    dD = -da / z2 + b1 * (0.5 * s) / (z1 * z2)                             # D2 - D1, stable
-    S_trb = (w2[:, None] * (0.5 * a2 + (2.0 * wd * z1 / s**2) * da)).sum(0) / P
-    S_trl = lab * (0.5 * D2 + (2.0 * wd * z1 / s**2) * dD).sum(0) / P
-    S_trn = (T / s + 0.5 * s0) * a2.sum(0) / P
+    P12 = A1 * A2
+    # mode sums as GEMMs: columns of V are the weights summed against A2, A1 A2 and A1
+    V = np.stack([np.ones(N), lam, lam**2, lw], axis=1)                      # (N, 4)
+    m2, m12, m1 = A2.T @ V, P12.T @ V, A1.T @ V[:, :1]
+    ONE, LAM, LAM2, LW = range(4)
+    # P (1 - Gamma(k1, k2)) without cancellation near P = N, kappa -> 0
+    one_m_gam = (P - N) + k1 * k2 * m12[:, ONE] + (k1 + k2) * m12[:, LAM]
+    dk = (z2 - z1) / one_m_gam                                               # k2 - k1 (stable)
+    # a2 - a1 = -lam dk A1 A2 ;  D2 - D1 = -(a2 - a1)/z2 + b1 (s/2)/(z1 z2)
+    cw = 2.0 * wd * z1 / s**2
+    # sum_k w2_k [C g_t(H)^2]_kk / P with a_k = lam_k A_k
+    S_trb = (0.5 * m2[:, LW] - cw * dk * m12[:, LW]) / P
+    sum_D2 = k2 * m2[:, ONE] / z2
+    sum_dD = dk * m12[:, LAM] / z2 + k1 * m1[:, 0] * (0.5 * s) / (z1 * z2)
+    S_trl = lab * (0.5 * sum_D2 + cw * sum_dD) / P
+    S_trn = (T / s + 0.5 * s0) * m2[:, LAM] / P
     tot["tr_bias"][idx] = inv(S_trb)
     tot["tr_var"][idx] = inv(S_trl + S_trn) + lab * (P - N) / P
 
     # two-time bias: Laplace kernel P k1 k2 E12 / ((1 - Gamma12) s1 s2) on the full contour
     kf = np.concatenate([k1, np.conj(k1)])
     sf = np.concatenate([s, np.conj(s)])
-    wf = np.concatenate([w, np.conj(w)])  # w(-theta) = conj(w(theta))
-    Af = np.concatenate([A1, np.conj(A1)], axis=1)                         # (N, 2n)
-    E12 = (Af.T * (lw / P)) @ Af
-    G12 = (Af.T * (lam**2 / P)) @ Af
-    Q = E12 / (1.0 - G12)
-    ef = wf[:, None] * np.exp(sf[:, None] * tg[None, :]) / sf[:, None]     # (2n, Tg)
+    wf = np.concatenate([w, np.conj(w)])                                     # w(-theta) = conj(w)
+    E12, M0, M1 = _gram_full(A1, [lw / P, np.ones(N), lam])
+    one_m_G = ((P - N) + M0 * np.outer(kf, kf) + M1 * (kf[:, None] + kf[None, :])) / P
+    Q = E12 / one_m_G
+    ef = wf[:, None] * np.exp(sf[:, None] * tg[None, :]) / sf[:, None]       # (2n, Tg)
     c = ef * kf[:, None]
     tot["bias"][idx] = P * np.real(np.einsum("mt,mk,kt->t", c, Q, c))
 
     if mode is None:
-        tot["lab"][idx] = inv(F_lab.sum(0))
-        tot["lan"][idx] = inv(F_lan.sum(0))
-        tot["init"][idx] = inv(F_init.sum(0))
+        # sum_k of the per-mode transforms below
+        tot["lab"][idx] = inv(-lab * (2.0 / s**2) * dk * m12[:, LAM2])
+        tot["lan"][idx] = inv(T * k2 * m2[:, LAM] / (z2 * s))
+        tot["init"][idx] = inv(0.5 * s0 * k2 * m2[:, LAM] / z2)
         return
-    for key, F in (("lab", F_lab), ("lan", F_lan), ("init", F_init)):
-        m = inv(F).T                                                       # (Tg, N)
+    lam_c = lam[:, None]
+    b1, b2 = k1[None, :] * A1, k2[None, :] * A2
+    F = {
+        "lab": -lab * lam_c**2 * (2.0 / s**2) * dk[None, :] * P12,
+        "lan": T * lam_c * b2 / (z2 * s),
+        "init": 0.5 * s0 * lam_c * b2 / z2,
+        "response": b1 / s,
+    }
+    for key, Fk in F.items():
+        m = inv(Fk).T                                                        # (Tg, N)
         mode[key][idx] = m
-        tot[key][idx] = m.sum(1)
-    beta = inv(F_resp).T                                                   # (Tg, N)
-    mode["response"][idx] = beta
-    Bf = np.concatenate([b1, np.conj(b1)], axis=1)                         # (N, 2n)
-    # low-rank form of Q keeps the per-mode quadratic forms at O(N n r) per time
-    U, sv, Vh = np.linalg.svd(Q)
-    r = max(1, int(np.sum(sv > sv[0] * 1e-15))) if sv[0] > 0 else 1
+        if key != "response":
+            tot[key][idx] = m.sum(1)
+    beta = mode["response"][idx]
+    Bf = np.concatenate([b1, np.conj(b1)], axis=1)                           # (N, 2n)
     for j, i in enumerate(idx):
-        y = Bf * ef[None, :, j]                                            # (N, 2n)
-        left = y @ (U[:, :r] * sv[:r])                                     # (N, r)
-        right = y @ Vh[:r].T                                               # (N, r)
-        quad = np.real(np.sum(left * right, axis=1))
+        y = Bf * ef[None, :, j]                                              # (N, 2n)
+        quad = np.real(np.sum((y @ Q) * y, axis=1))
         mode["bias"][i] = lw * beta[j] ** 2 + lam**2 * quad
