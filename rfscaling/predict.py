@@ -1,0 +1,242 @@
+"""Theory app: DMFT learning curves of the power-law task, from the command line.
+
+    python -m rfscaling.predict data.P=512 data.alpha=1.0 dynamics=langevin dynamics.temperature=0.01
+
+Builds the power-law task (``model.N`` modes, ``data.alpha``, ``data.beta``, ``data.lam_1``,
+``data.c``), evaluates :func:`rfscaling.theory.predict` on ``dynamics.n_evals`` log-spaced times
+from ``1e-2 / (P lam_1)`` to ``dynamics.t_max`` (plus ``t = inf`` where that limit is finite),
+prints a short table, and writes into the Hydra run directory (``runs/<date>/<time>-predict``):
+
+* ``predictions.csv``  columns time,E_g,bias,variance,variance_label_noise,variance_langevin,
+  variance_init,train_error (``time = inf`` is the stationary limit);
+* ``learning_curves.png``  E_g(t), bias, variance and train error on log-log axes;
+* ``modes.npz``  per-mode arrays (when ``theory.modes=true``).
+
+A teacher wider than the student (``model.M > model.N``) is handled exactly for the eigenfeature
+student: the target power of modes N+1..M is invisible to the student, so it acts as extra label
+noise during training and adds a constant to E_g; since it is fixed given the data set, it
+counts as bias (see :func:`add_unlearnable_tail`).
+
+Bad input -> one line on stderr, exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rfscaling.config import ConfigError, Settings, _Reader, hydra_app, settings_from_config
+
+log = logging.getLogger(__name__)
+
+__all__ = ["main", "run", "time_grid", "Curves", "compute", "add_unlearnable_tail", "format_table", "COLUMNS"]
+
+COLUMNS = (
+    "time",
+    "E_g",
+    "bias",
+    "variance",
+    "variance_label_noise",
+    "variance_langevin",
+    "variance_init",
+    "train_error",
+)
+
+#: First evaluation time in units of 1 / (P lam_1), the time scale of the fastest mode.
+T_MIN_FACTOR = 1e-2
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Learning curves over ``time`` (shape (T,) each); ``modes`` holds optional (T, N) arrays."""
+
+    time: np.ndarray
+    E_g: np.ndarray
+    bias: np.ndarray
+    variance: np.ndarray
+    variance_label_noise: np.ndarray
+    variance_langevin: np.ndarray
+    variance_init: np.ndarray
+    train_error: np.ndarray
+    eigenvalues: np.ndarray
+    modes: dict | None
+    tail: float
+    message: str
+    success: bool
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {c: getattr(self, c) for c in COLUMNS}
+
+
+def time_grid(s: Settings) -> np.ndarray:
+    """Log-spaced times from 1e-2/(P lam_1) to t_max (n_evals points), plus inf where finite.
+
+    ``t = inf`` is included when the stationary limit exists: no Langevin noise, or weight decay
+    > 0, or P > N (the data pin down every direction, so Langevin noise cannot diffuse freely).
+    """
+    t_min = T_MIN_FACTOR / (s.data.P * s.data.lam_1)
+    if s.dynamics.t_max <= t_min:
+        raise ConfigError("dynamics.t_max", s.dynamics.t_max,
+                          f"must be > {T_MIN_FACTOR:g}/(data.P*data.lam_1) = {t_min:.3g}")
+    times = np.geomspace(t_min, s.dynamics.t_max, s.dynamics.n_evals)
+    if s.dynamics.has_stationary_limit or s.data.P > s.model.N:
+        times = np.append(times, np.inf)
+    return times
+
+
+def add_unlearnable_tail(bias, var_lab, train_error, tail: float, label_noise: float):
+    """Account for teacher modes N+1..M that an N-mode eigenfeature student cannot represent.
+
+    Given the prediction computed with effective label noise ``label_noise + tail`` (the tail
+    of the target is independent Gaussian noise from the student's point of view), return
+    (bias, variance_label_noise, train_error) where the tail's power ``tail`` and the share
+    ``tail / (label_noise + tail)`` of the label-noise variance (linear in the noise variance)
+    move to the bias: the tail is fixed given the data set, so it is not noise in the sense of
+    docs/theory.md. The train error (noisy labels include the tail) is unchanged.
+    """
+    if tail <= 0:
+        return bias, var_lab, train_error
+    share = tail / (label_noise + tail)
+    with np.errstate(invalid="ignore"):
+        moved = var_lab * share
+        return bias + tail + moved, var_lab - moved, train_error
+
+
+def compute(s: Settings) -> Curves:
+    """Evaluate the DMFT prediction for settings ``s`` (power-law task, eigenfeature student)."""
+    from rfscaling.theory import power_law_tail, power_law_task, predict
+
+    if s.data.kind != "powerlaw_eigen":
+        raise ConfigError("data.kind", s.data.kind, "the theory app supports only data.kind=powerlaw_eigen")
+    if s.model.kind != "eigenfeature":
+        raise ConfigError("model.kind", s.model.kind, "the theory app supports only model.kind=eigenfeature")
+    d, y = s.data, s.dynamics
+    lam, w2 = power_law_task(s.model.N, d.alpha, d.beta, d.lam_1, d.c)
+    tail = power_law_tail(s.model.N, d.beta, d.c, s.model.M) if s.model.M > s.model.N else 0.0
+    times = time_grid(s)
+    pred = predict(lam, w2, d.P, times, label_noise=d.label_noise + tail,
+                   weight_decay=y.weight_decay, temperature=y.temperature,
+                   init_variance=y.init_variance, modes=s.theory.modes)
+    bias, var_lab, train = add_unlearnable_tail(
+        np.asarray(pred.bias, float), np.asarray(pred.variance_label_noise, float),
+        np.asarray(pred.train_error, float), tail, d.label_noise)
+    var_lan = np.asarray(pred.variance_langevin, float)
+    var_init = np.asarray(pred.variance_init, float)
+    variance = var_lab + var_lan + var_init
+    E_g = bias + variance
+    t = np.asarray(pred.times, float)
+    keep = np.isfinite(t) | (np.isfinite(E_g) & np.isfinite(train))  # drop a divergent t = inf row
+    modes = None
+    if s.theory.modes and getattr(pred, "mode_error", None) is not None:
+        modes = {k: np.asarray(getattr(pred, k))[keep] for k in
+                 ("mode_error", "mode_bias", "mode_variance") if getattr(pred, k, None) is not None}
+    return Curves(
+        time=t[keep], E_g=E_g[keep], bias=bias[keep], variance=variance[keep],
+        variance_label_noise=var_lab[keep], variance_langevin=var_lan[keep],
+        variance_init=var_init[keep], train_error=train[keep], eigenvalues=np.asarray(lam),
+        modes=modes, tail=float(tail), message=str(getattr(pred, "message", "")),
+        success=bool(getattr(pred, "success", True)),
+    )
+
+
+def _table_rows(n: int, rows: int) -> np.ndarray:
+    if n <= rows:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, rows)).astype(int))
+
+
+def format_table(c: Curves, rows: int = 12) -> str:
+    """A fixed-width table of about ``rows`` rows (first, last and evenly spaced in between)."""
+    head = f"{'time':>11} {'E_g':>11} {'bias':>11} {'variance':>11} {'train_error':>11}"
+    lines = [head, "-" * len(head)]
+    for i in _table_rows(c.time.size, rows):
+        t = c.time[i]
+        ts = "inf" if math.isinf(t) else f"{t:.4g}"
+        lines.append(f"{ts:>11} {c.E_g[i]:11.4e} {c.bias[i]:11.4e} {c.variance[i]:11.4e} "
+                     f"{c.train_error[i]:11.4e}")
+    return "\n".join(lines)
+
+
+def _title(s: Settings) -> str:
+    from rfscaling.plotting import format_title
+
+    d, y = s.data, s.dynamics
+    params: dict[str, Any] = {"P": d.P, "N": s.model.N}
+    if s.model.M != s.model.N:
+        params["M"] = s.model.M
+    params.update({"alpha": d.alpha, "beta": d.beta, "noise": d.label_noise})
+    if y.weight_decay:
+        params["wd"] = y.weight_decay
+    if y.temperature:
+        params["T"] = y.temperature
+    if y.init_variance:
+        params["init var"] = y.init_variance
+    return format_title(f"DMFT, {y.name}", params)
+
+
+def write_outputs(c: Curves, s: Settings, out_dir: Path, plot: bool = True) -> list[Path]:
+    """Write predictions.csv, learning_curves.png and modes.npz into ``out_dir``."""
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    csv = out_dir / "predictions.csv"
+    pd.DataFrame(c.columns()).to_csv(csv, index=False, float_format="%.10g")
+    written.append(csv)
+    if plot:
+        from rfscaling.plotting import plot_learning_curves
+
+        png = plot_learning_curves(
+            out_dir / "learning_curves.png", c.time,
+            {"E_g": c.E_g, "bias": c.bias, "variance": c.variance, "train_error": c.train_error},
+            title=_title(s))
+        written.append(png)
+    if c.modes:
+        npz = out_dir / "modes.npz"
+        np.savez_compressed(npz, time=c.time, eigenvalues=c.eigenvalues, **c.modes)
+        written.append(npz)
+    return written
+
+
+def _app_options(cfg: Any) -> tuple[int, bool]:
+    r = _Reader(cfg, "")
+    return r.int_("rows", lo=1, default=12), r.bool_("plot", default=True)
+
+
+def run(cfg: Any, out_dir: str | Path) -> Curves:
+    """Validate ``cfg``, compute, print the table and write the outputs into ``out_dir``."""
+    s = settings_from_config(cfg)
+    rows, plot = _app_options(cfg)
+    c = compute(s)
+    if not c.success:
+        log.warning("theory solver reports a problem: %s", c.message)
+    print(_title(s))
+    if c.tail > 0:
+        print(f"unlearnable teacher tail (modes {s.model.N + 1}..{s.model.M}): {c.tail:.4e}")
+    print(format_table(c, rows))
+    finite = np.isfinite(c.time) & np.isfinite(c.E_g)
+    if finite.any():
+        i = int(np.argmin(np.where(finite, c.E_g, np.inf)))
+        print(f"minimum E_g = {c.E_g[i]:.4e} at t = {c.time[i]:.4g}")
+    for p in write_outputs(c, s, Path(out_dir), plot=plot):
+        print(f"wrote {p}")
+    sys.stdout.flush()
+    return c
+
+
+@hydra_app("predict")
+def main(cfg) -> None:
+    """Console-script / ``python -m`` entry point (parses Hydra overrides from sys.argv)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,401 @@
+"""Every config in conf/ composes and converts to typed settings; bad input gives one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from rfscaling.config import (
+    CONF_DIR,
+    DATA_KINDS,
+    DYNAMICS,
+    Settings,
+    resolve_device,
+    settings_from_config,
+)
+from rfscaling.errors import EXIT_BAD_INPUT, ConfigError, cli_errors, hydra_entry, one_line
+
+CONF = Path(CONF_DIR)
+PRIMARY = ("train", "predict")
+GROUPS = ("data", "model", "dynamics", "ensemble", "theory", "hooks", "experiment")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compatible(group: str, option: str) -> list[str]:
+    """Overrides that make ``group=option`` a valid combination."""
+    over = [f"{group}={option}"]
+    if group == "data":
+        kind = yaml.safe_load((CONF / "data" / f"{option}.yaml").read_text())["kind"]
+        if kind != "powerlaw_eigen":
+            over.append("model=random_features")
+    if group == "model" and option == "random_features":
+        over.append("data=gaussian_powerlaw")
+    return over
+
+
+def _all_cases():
+    cases = []
+    for primary in PRIMARY:
+        cases.append((primary, ()))
+        for group in GROUPS:
+            if not (CONF / group).is_dir():
+                continue
+            if primary == "predict" and group in ("ensemble", "hooks", "experiment"):
+                continue
+            for option in _options(group):
+                cases.append((primary, tuple(_compatible(group, option))))
+    return cases
+
+
+def _no_omegaconf(obj, path="settings"):
+    """Assert a settings tree holds only plain Python values."""
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            _no_omegaconf(getattr(obj, f.name), f"{path}.{f.name}")
+    else:
+        assert obj is None or isinstance(obj, (bool, int, float, str)), f"{path}: {type(obj)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Composition of every config
+
+
+def test_conf_layout(conf_dir):
+    assert (conf_dir / "train.yaml").is_file()
+    assert (conf_dir / "predict.yaml").is_file()
+    for group, required in {
+        "data": {"powerlaw"},
+        "dynamics": set(DYNAMICS),
+        "model": {"eigenfeature", "random_features"},
+        "ensemble": {"default"},
+        "hooks": {"default"},
+        "theory": {"default"},
+    }.items():
+        assert required <= set(_options(group)), group
+    assert (conf_dir / "experiment").is_dir()
+
+
+def test_every_option_is_composed():
+    composed = {(o.split("=")[0], o.split("=")[1]) for _, over in _all_cases() for o in over[:1]}
+    for group in GROUPS:
+        for option in _options(group) if (CONF / group).is_dir() else []:
+            assert (group, option) in composed
+
+
+@pytest.mark.parametrize("primary,overrides", _all_cases(), ids=lambda v: v if isinstance(v, str) else ",".join(v) or "defaults")
+def test_compose_and_convert(compose, primary, overrides):
+    cfg = compose(primary, overrides)
+    s = settings_from_config(cfg)
+    assert isinstance(s, Settings)
+    _no_omegaconf(s)
+    assert s.device in ("cpu", "cuda") or s.device.startswith("cuda:")
+    assert s.model.M >= s.model.N
+    if primary == "train":
+        assert s.ensemble is not None and s.hooks is not None
+    else:
+        assert s.ensemble is None and s.hooks is None
+    for o in overrides:
+        group, option = o.split("=")
+        if group == "dynamics":
+            assert s.dynamics.name == option
+    if s.data.kind != "powerlaw_eigen":
+        assert s.data.pool_size is not None and s.data.pool_size > s.data.P
+
+
+def test_train_defaults_match_brief(compose):
+    s = settings_from_config(compose("train"))
+    assert s.model.kind == "eigenfeature" and 1000 <= s.model.N <= 2000
+    assert 200 <= s.data.P <= 500
+    assert s.data.kind == "powerlaw_eigen"
+    assert s.dynamics.name == "gradient_flow"
+    assert s.data.label_noise > 0
+    assert s.dynamics.dt is None
+
+
+def test_no_target_strings(conf_dir):
+    for path in conf_dir.rglob("*.yaml"):
+        assert "_target_" not in path.read_text(), path
+
+
+def test_run_dirs_under_runs(conf_dir):
+    for name in PRIMARY:
+        hydra_cfg = yaml.safe_load((conf_dir / f"{name}.yaml").read_text())["hydra"]
+        assert hydra_cfg["run"]["dir"].startswith("runs/${now:")
+        assert hydra_cfg["sweep"]["dir"].startswith("runs/multirun/")
+
+
+def test_typo_in_key_fails_at_composition(compose):
+    with pytest.raises(ConfigCompositionException):
+        compose("train", ["data.Q=3"])
+    with pytest.raises(ConfigCompositionException):
+        compose("train", ["data.P=abc"])
+
+
+def test_settings_are_frozen(compose):
+    s = settings_from_config(compose("train"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.data.P = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.seed = 1  # type: ignore[misc]
+
+
+def test_null_resolution(compose):
+    s = settings_from_config(compose("train", ["model.N=100", "model.M=null"]))
+    assert s.model.M == 100
+    s = settings_from_config(compose("train", ["model.N=100", "model.M=400"]))
+    assert s.model.M == 400
+    s = settings_from_config(compose("train", ["data=gaussian_powerlaw", "model=random_features",
+                                               "model.N=100", "data.P=50"]))
+    assert s.data.pool_size == 400
+    s = settings_from_config(compose("train", ["data=digits", "model=random_features", "model.N=2000"]))
+    assert s.data.pool_size == 1797
+    s = settings_from_config(compose("train", ["dynamics.dt=0.001"]))
+    assert s.dynamics.dt == 0.001
+
+
+def test_device_auto_resolves():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda")
+
+
+def test_replicas_one_ok_without_noise_or_split(compose):
+    s = settings_from_config(compose("train", ["ensemble.replicas=1", "data.label_noise=0"]))
+    assert s.ensemble.replicas == 1 and not s.has_noise
+    s = settings_from_config(compose("train", ["ensemble.replicas=1", "ensemble.estimate_variance=false"]))
+    assert s.ensemble.replicas == 1
+
+
+def test_plain_dict_input(compose):
+    d = OmegaConf.to_container(compose("train"), resolve=True)
+    s = settings_from_config(d)
+    assert s == settings_from_config(compose("train"))
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: one ConfigError line naming the key
+
+BAD_OVERRIDES = [
+    (["data.P=-3"], "data.P"),
+    (["data.P=0"], "data.P"),
+    (["model.N=0"], "model.N"),
+    (["model.N=-5"], "model.N"),
+    (["model.M=10"], "model.M"),
+    (["data.alpha=0"], "data.alpha"),
+    (["data.beta=-1"], "data.beta"),
+    (["data.lam_1=0"], "data.lam_1"),
+    (["data.c=-1"], "data.c"),
+    (["data.label_noise=-0.5"], "data.label_noise"),
+    (["data.input_dim=0"], "data.input_dim"),
+    (["data.teacher=learned"], "data.teacher"),
+    (["data.kind=images"], "data.kind"),
+    (["data.target=guess"], "data.target"),
+    (["dynamics.temperature=-0.1"], "dynamics.temperature"),
+    (["dynamics=weight_decay", "dynamics.weight_decay=-1"], "dynamics.weight_decay"),
+    (["dynamics=weight_decay", "dynamics.weight_decay=0"], "dynamics.weight_decay"),
+    (["dynamics=bayes", "dynamics.weight_decay=0"], "dynamics.weight_decay"),
+    (["dynamics=bayes", "dynamics.temperature=0"], "dynamics.temperature"),
+    (["dynamics=langevin", "dynamics.temperature=0"], "dynamics.temperature"),
+    (["dynamics=gradient_flow", "dynamics.weight_decay=0.1"], "dynamics.weight_decay"),
+    (["dynamics=gradient_flow", "dynamics.temperature=0.1"], "dynamics.temperature"),
+    (["dynamics.name=sgd"], "dynamics.name"),
+    (["dynamics.dt=0"], "dynamics.dt"),
+    (["dynamics.dt=-0.001"], "dynamics.dt"),
+    (["dynamics.dt=5000"], "dynamics.dt"),
+    (["dynamics.t_max=0"], "dynamics.t_max"),
+    (["dynamics.t_max=inf"], "dynamics.t_max"),
+    (["dynamics.t_max=nan"], "dynamics.t_max"),
+    (["dynamics.n_evals=1"], "dynamics.n_evals"),
+    (["dynamics.init_variance=-1"], "dynamics.init_variance"),
+    (["ensemble.replicas=1"], "ensemble.replicas"),
+    (["ensemble.replicas=0", "ensemble.estimate_variance=false"], "ensemble.replicas"),
+    (["ensemble.datasets=0"], "ensemble.datasets"),
+    (["hooks.early_stopping.patience=0"], "hooks.early_stopping.patience"),
+    (["hooks.checkpoint.every=0"], "hooks.checkpoint.every"),
+    (["seed=-1"], "seed"),
+    (["dtype=float16"], "dtype"),
+    (["device=tpu"], "device"),
+    (["model.nonlinearity=softplus"], "model.nonlinearity"),
+    (["model.kind=mlp"], "model.kind"),
+    (["data=digits"], "model.kind"),  # eigenfeature student needs eigenfeature data
+    (["data=digits", "model=random_features", "data.target=powerlaw_teacher"], "data.target"),
+    (["data=digits", "model=random_features", "data.pool_size=5000"], "data.pool_size"),
+    (["data=digits", "model=random_features", "data.P=1800"], "data.P"),
+    (["data=gaussian_powerlaw", "model=random_features", "data.pool_size=10"], "data.pool_size"),
+    (["data=gaussian_powerlaw", "model=eigenfeature"], "model.kind"),
+    (["data.target=labels"], "data.target"),
+    (["data=powerlaw", "data.target=teacher_network"], "data.target"),
+]
+
+
+def _check_error(exc: ConfigError, key: str) -> None:
+    msg = str(exc)
+    assert "\n" not in msg
+    assert msg.startswith(f"{key}="), msg
+    assert exc.key == key
+    assert ": " in msg
+
+
+@pytest.mark.parametrize("overrides,key", BAD_OVERRIDES, ids=lambda v: ",".join(v) if isinstance(v, list) else v)
+def test_bad_override_names_key(compose, overrides, key):
+    cfg = compose("train", overrides)
+    with pytest.raises(ConfigError) as info:
+        settings_from_config(cfg)
+    _check_error(info.value, key)
+
+
+def test_example_message(compose):
+    with pytest.raises(ConfigError, match=r"^data\.P=-3: must be a positive integer$"):
+        settings_from_config(compose("train", ["data.P=-3"]))
+
+
+def test_cuda_without_cuda(compose):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ConfigError) as info:
+        settings_from_config(compose("train", ["device=cuda"]))
+    _check_error(info.value, "device")
+
+
+def _set(d: dict, dotted: str, value) -> None:
+    *head, last = dotted.split(".")
+    for h in head:
+        d = d[h]
+    if value is _DELETE:
+        del d[last]
+    else:
+        d[last] = value
+
+
+_DELETE = object()
+
+# Wrong types that a structured schema would reject at composition, but that can reach the edge
+# from a plain dict / untyped DictConfig (e.g. a config built in a notebook).
+BAD_RAW = [
+    ("data.P", "12"),
+    ("data.P", True),
+    ("data.P", 2.5),
+    ("model.N", None),
+    ("data.alpha", None),
+    ("data.alpha", "one"),
+    ("data.label_noise", float("inf")),
+    ("theory.enabled", "yes"),
+    ("hooks.tensorboard", 1),
+    ("dynamics.n_evals", 10.5),
+    ("seed", 1.5),
+    ("data.P", _DELETE),
+    ("dynamics", None),
+    ("hooks.early_stopping", 3),
+]
+
+
+@pytest.mark.parametrize("key,value", BAD_RAW, ids=lambda v: repr(v) if not isinstance(v, str) else v)
+def test_bad_raw_value_names_key(compose, key, value):
+    d = OmegaConf.to_container(compose("train"), resolve=True)
+    _set(d, key, value)
+    for cfg in (d, OmegaConf.create(d)):
+        with pytest.raises(ConfigError) as info:
+            settings_from_config(cfg)
+        _check_error(info.value, key)
+
+
+def test_config_error_is_value_error():
+    e = ConfigError("data.P", -3, "must be a positive integer")
+    assert isinstance(e, ValueError)
+    assert str(e) == "data.P=-3: must be a positive integer"
+
+
+# --------------------------------------------------------------------------------------------
+# Entry-point error boundary
+
+
+def test_cli_errors_one_line_exit_2_keeps_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    out = tmp_path / "partial.csv"
+
+    @cli_errors
+    def task():
+        out.write_text("t,E_g\n1,2\n")
+        raise ConfigError("data.P", -3, "must be a positive integer")
+
+    with pytest.raises(SystemExit) as info:
+        task()
+    assert info.value.code == EXIT_BAD_INPUT == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data.P=-3" in err and "Traceback" not in err
+    assert out.read_text() == "t,E_g\n1,2\n"
+
+
+def test_cli_errors_plain_value_error(capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+    @cli_errors
+    def task():
+        raise ValueError("n_samples=0: must be a positive integer\n(details)")
+
+    with pytest.raises(SystemExit) as info:
+        task()
+    assert info.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_cli_errors_leaves_bugs_alone():
+    @cli_errors
+    def task():
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError):
+        task()
+
+
+def test_hydra_entry_restores_reporter():
+    import hydra._internal.utils as hutils
+
+    before = hutils.run_and_report
+    seen = []
+
+    def fake_main():
+        seen.append(hutils.run_and_report is not before)
+        return 7
+
+    assert hydra_entry(fake_main)() == 7
+    assert seen == [True]
+    assert hutils.run_and_report is before
+
+
+def test_one_line_collapses_causes():
+    try:
+        try:
+            raise ValueError("Value 'abc' could not be converted\n  full_key: data.P")
+        except ValueError as inner:
+            raise RuntimeError("Error merging override data.P=abc") from inner
+    except RuntimeError as exc:
+        msg = one_line(exc)
+    assert "\n" not in msg
+    assert msg.startswith("Error merging override data.P=abc: Value 'abc'")
+
+
+def test_data_kinds_have_presets():
+    kinds = {yaml.safe_load(p.read_text())["kind"] for p in (CONF / "data").glob("*.yaml")}
+    assert kinds == set(DATA_KINDS)
+
+
+@pytest.mark.parametrize(
+    "group,option",
+    [(g, o) for g in ("data", "model", "dynamics", "ensemble", "theory", "hooks") for o in _options(g)],
+)
+def test_preset_matches_group_schema(group, option):
+    """Each preset file on its own merges into its group's schema and sets every key."""
+    from rfscaling.config import GROUP_SCHEMAS
+
+    raw = OmegaConf.load(CONF / group / f"{option}.yaml")
+    merged = OmegaConf.merge(OmegaConf.structured(GROUP_SCHEMAS[group]), raw)
+    assert set(raw.keys()) == set(merged.keys()), "preset should set every key of its group"
