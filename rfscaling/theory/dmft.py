@@ -52,6 +52,7 @@ class Prediction:
     target_second_moment: np.ndarray
     n_samples: int
     label_noise: float
+    tail_power: float
     weight_decay: float
     temperature: float
     init_variance: float
@@ -148,13 +149,13 @@ def _limit_infinity(lam, w2, P, lab, wd, T, s0):
             tr_lab = lab * (np.sum(b) / P + (P - N) / P)
         tr_lan = T * np.sum(a) / P if T > 0 else 0.0
     return dict(bias=bias, lab=var_lab, lan=var_lan, init=var_init, tr_bias=tr_bias,
-                tr_var=tr_lab + tr_lan, response=b), kappa, gamma
+                tr_lab=tr_lab, tr_noise=tr_lan, response=b), kappa, gamma
 
 
 def _limit_zero(lam, w2, P, lab, s0):
     N = lam.size
     return dict(bias=lam * w2, lab=np.zeros(N), lan=np.zeros(N), init=s0 * lam,
-                tr_bias=float(np.sum(lam * w2)), tr_var=lab + s0 * float(lam.sum()),
+                tr_bias=float(np.sum(lam * w2)), tr_lab=lab, tr_noise=s0 * float(lam.sum()),
                 response=np.ones(N))
 
 
@@ -162,8 +163,8 @@ def _limit_zero(lam, w2, P, lab, s0):
 
 
 def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0, weight_decay=0.0,
-            temperature=0.0, init_variance=0.0, *, modes: bool = True, quadrature_nodes: int = 32
-            ) -> Prediction:
+            temperature=0.0, init_variance=0.0, *, tail_power: float = 0.0, modes: bool = True,
+            quadrature_nodes: int = 32) -> Prediction:
     """Typical-case DMFT prediction of the learning curves of linear random-feature regression.
 
     Parameters
@@ -173,24 +174,32 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
     n_samples : number of training samples P.
     times : (T,) times >= 0; numpy.inf gives the exact t -> inf limit (ridge / posterior).
     label_noise, weight_decay, temperature, init_variance : see docs/theory.md.
+    tail_power : target power sum_{k > N} lam_k E[wstar_k^2] of teacher modes the student lacks
+        (finite model size). It enters the training labels like label noise but is fixed per data
+        set, so its effect counts as bias; it is also an irreducible part of E_g (not of any mode).
     modes : also return per-mode arrays of shape (T, N) (costs O(T N nodes^2)).
     quadrature_nodes : nodes per half contour of the inverse Laplace transform (24 or 32).
     """
     lam, w2, P, t, sc = _validate(eigenvalues, target_second_moment, n_samples, times,
                                   label_noise=label_noise, weight_decay=weight_decay,
-                                  temperature=temperature, init_variance=init_variance)
-    lab, wd, T, s0 = sc["label_noise"], sc["weight_decay"], sc["temperature"], sc["init_variance"]
+                                  temperature=temperature, init_variance=init_variance,
+                                  tail_power=tail_power)
+    wd, T, s0, tail = sc["weight_decay"], sc["temperature"], sc["init_variance"], sc["tail_power"]
+    # the missing tail acts on the labels like noise: solve with the total, split afterwards
+    lab = sc["label_noise"] + tail
+    f_tail = tail / lab if lab > 0 else 0.0
     N, nT = lam.size, t.size
     lw = lam * w2
 
     comp = ("bias", "lab", "lan", "init", "response")
     mode = {c: np.zeros((nT, N)) for c in comp} if modes else None
-    tot = {c: np.zeros(nT) for c in ("bias", "lab", "lan", "init", "tr_bias", "tr_var")}
+    tot = {c: np.zeros(nT) for c in ("bias", "lab", "lan", "init", "tr_bias", "tr_lab", "tr_noise")}
 
     def put(i, d):
         for c in ("bias", "lab", "lan", "init"):
             tot[c][i] = np.sum(d[c])
-        tot["tr_bias"][i], tot["tr_var"][i] = d["tr_bias"], d["tr_var"]
+        for c in ("tr_bias", "tr_lab", "tr_noise"):
+            tot[c][i] = d[c]
         if modes:
             for c in comp:
                 mode[c][i] = d[c]
@@ -219,15 +228,18 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
             w = w_unit / t0s[g]
             _window(lam, w2, lw, P, lab, wd, T, s0, s, w, K[g], K[G + g], tg, idx, tot, mode)
 
-    bias, lab_v, lan_v, init_v = tot["bias"], tot["lab"], tot["lan"], tot["init"]
     with np.errstate(invalid="ignore"):
+        bias = tot["bias"] + f_tail * tot["lab"] + tail
+        lab_v, lan_v, init_v = (1.0 - f_tail) * tot["lab"], tot["lan"], tot["init"]
         variance = lab_v + lan_v + init_v
         eg = bias + variance
-        train_bias = tot["tr_bias"]
-        train_var = tot["tr_var"]
+        train_bias = tot["tr_bias"] + f_tail * tot["tr_lab"]
+        train_var = (1.0 - f_tail) * tot["tr_lab"] + tot["tr_noise"]
         train = train_bias + train_var
     mode_var = None
     if modes:
+        mode["bias"] = mode["bias"] + f_tail * mode["lab"]
+        mode["lab"] = (1.0 - f_tail) * mode["lab"]
         mode_var = mode["lab"] + mode["lan"] + mode["init"]
     ok = bool(max_resid < 1e-6) and not np.any(np.isnan(eg))
     msg = ("converged" if ok else
@@ -243,7 +255,8 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
         mode_variance_langevin=mode["lan"] if modes else None,
         mode_variance_init=mode["init"] if modes else None,
         mode_response=mode["response"] if modes else None,
-        eigenvalues=lam, target_second_moment=w2, n_samples=P, label_noise=lab, weight_decay=wd,
+        eigenvalues=lam, target_second_moment=w2, n_samples=P, label_noise=sc["label_noise"],
+        tail_power=tail, weight_decay=wd,
         temperature=T, init_variance=s0, effective_ridge=kappa_inf,
         degrees_of_freedom=float(a_inf.sum()), gamma=gamma_inf, success=ok, message=msg,
         max_residual=max_resid,
@@ -299,7 +312,8 @@ def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
     S_trl = lab * (0.5 * sum_D2 + cw * sum_dD) / P
     S_trn = (T / s + 0.5 * s0) * m2[:, LAM] / P
     tot["tr_bias"][idx] = inv(S_trb)
-    tot["tr_var"][idx] = inv(S_trl + S_trn) + lab * (P - N) / P
+    tot["tr_lab"][idx] = inv(S_trl) + lab * (P - N) / P
+    tot["tr_noise"][idx] = inv(S_trn)
 
     # two-time bias: Laplace kernel P k1 k2 E12 / ((1 - Gamma12) s1 s2) on the full contour
     kf = np.concatenate([k1, np.conj(k1)])
