@@ -229,17 +229,19 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
             _window(lam, w2, lw, P, lab, wd, T, s0, s, w, K[g], K[G + g], tg, idx, tot, mode)
 
     with np.errstate(invalid="ignore"):
-        bias = tot["bias"] + f_tail * tot["lab"] + tail
+        # (guarded: 0 * inf must stay 0 where the label variance diverges, e.g. at P = N)
+        bias = tot["bias"] + (f_tail * tot["lab"] + tail if tail > 0 else 0.0)
         lab_v, lan_v, init_v = (1.0 - f_tail) * tot["lab"], tot["lan"], tot["init"]
         variance = lab_v + lan_v + init_v
         eg = bias + variance
-        train_bias = tot["tr_bias"] + f_tail * tot["tr_lab"]
+        train_bias = tot["tr_bias"] + (f_tail * tot["tr_lab"] if tail > 0 else 0.0)
         train_var = (1.0 - f_tail) * tot["tr_lab"] + tot["tr_noise"]
         train = train_bias + train_var
     mode_var = None
     if modes:
-        mode["bias"] = mode["bias"] + f_tail * mode["lab"]
-        mode["lab"] = (1.0 - f_tail) * mode["lab"]
+        if tail > 0:
+            mode["bias"] = mode["bias"] + f_tail * mode["lab"]
+            mode["lab"] = (1.0 - f_tail) * mode["lab"]
         mode_var = mode["lab"] + mode["lan"] + mode["init"]
     ok = bool(max_resid < 1e-6) and not np.any(np.isnan(eg))
     msg = ("converged" if ok else
@@ -300,8 +302,10 @@ def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
     V = np.stack([np.ones(N), lam, lam**2, lw], axis=1)                      # (N, 4)
     m2, m12, m1 = A2.T @ V, P12.T @ V, A1.T @ V[:, :1]
     ONE, LAM, LAM2, LW = range(4)
-    # P (1 - Gamma(k1, k2)) without cancellation near P = N, kappa -> 0
-    one_m_gam = (P - N) + k1 * k2 * m12[:, ONE] + (k1 + k2) * m12[:, LAM]
+    # P (1 - Gamma(k1, k2)): two exact forms, take the one without cancellation (as in kappa.py)
+    g_a = m12[:, LAM2]
+    g_b = k1 * k2 * m12[:, ONE] + (k1 + k2) * m12[:, LAM]
+    one_m_gam = np.where(np.abs(g_a) <= np.abs(g_b), P - g_a, (P - N) + g_b)
     dk = (z2 - z1) / one_m_gam                                               # k2 - k1 (stable)
     # a2 - a1 = -lam dk A1 A2 ;  D2 - D1 = -(a2 - a1)/z2 + b1 (s/2)/(z1 z2)
     cw = 2.0 * wd * z1 / s**2
@@ -319,8 +323,9 @@ def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
     kf = np.concatenate([k1, np.conj(k1)])
     sf = np.concatenate([s, np.conj(s)])
     wf = np.concatenate([w, np.conj(w)])                                     # w(-theta) = conj(w)
-    E12, M0, M1 = _gram_full(A1, [lw / P, np.ones(N), lam])
-    one_m_G = ((P - N) + M0 * np.outer(kf, kf) + M1 * (kf[:, None] + kf[None, :])) / P
+    E12, M0, M1, M2 = _gram_full(A1, [lw / P, np.ones(N), lam, lam**2])
+    G_b = M0 * np.outer(kf, kf) + M1 * (kf[:, None] + kf[None, :])
+    one_m_G = np.where(np.abs(M2) <= np.abs(G_b), P - M2, (P - N) + G_b) / P
     Q = E12 / one_m_G
     ef = wf[:, None] * np.exp(sf[:, None] * tg[None, :]) / sf[:, None]       # (2n, Tg)
     c = ef * kf[:, None]

@@ -46,20 +46,26 @@ def kappa_at_zero(lam: np.ndarray, P: int, weights: np.ndarray | None = None) ->
 
 
 def _residual_and_slope(lam, w, P, kappa):
-    """(P - df1(kappa), P (1 - Gamma(kappa))) in forms free of cancellation when kappa -> 0.
-
-    P - df1 = (P - N) + kappa sum 1/(lam + kappa);  P(1 - Gamma) = (P - N) + sum kappa (2 lam + kappa)/(lam + kappa)^2.
+    """(P - df1(kappa), P (1 - Gamma(kappa))), each from whichever of two exact forms is free of
+    cancellation: P - sum_k a_k when few modes are learned, (P - N) + sum_k (1 - a_k) when many are
+    (a_k = lam_k/(lam_k + kappa), 1 - a_k = kappa/(lam_k + kappa); P ~ N and kappa -> 0 need the
+    second, N >> P with large kappa the first).
     """
     inv = 1.0 / (lam[:, None] + kappa[None, :])
+    a = lam[:, None] * inv
+    a_sq = a * a
+    c_sq = kappa[None, :] * (2.0 * lam[:, None] + kappa[None, :]) * inv * inv   # 1 - a_k^2
     if w is None:
         n_eff = lam.size
-        s1 = inv.sum(0)
-        s2 = ((2.0 * lam[:, None] + kappa[None, :]) * inv * inv).sum(0)
+        sa, sa2 = a.sum(0), a_sq.sum(0)
+        sb, sb2 = kappa * inv.sum(0), c_sq.sum(0)
     else:
         n_eff = w.sum()
-        s1 = w @ inv
-        s2 = w @ ((2.0 * lam[:, None] + kappa[None, :]) * inv * inv)
-    return (P - n_eff) + kappa * s1, (P - n_eff) + kappa * s2
+        sa, sa2 = w @ a, w @ a_sq
+        sb, sb2 = kappa * (w @ inv), w @ c_sq
+    q = np.where(np.abs(sa) <= np.abs(sb), P - sa, (P - n_eff) + sb)
+    fp = np.where(np.abs(sa2) <= np.abs(sb2), P - sa2, (P - n_eff) + sb2)
+    return q, fp
 
 
 def _kappa_real_monotone(lam, w, P, z):
@@ -126,7 +132,7 @@ def _newton(lam, w, P, z, kappa, iters, tol=1e-14):
 
 def _continue(lam, w, P, zfun, th0, th1, kappa, depth=0):
     """Follow the physical root from contour parameter th0 to th1 (arrays over scales)."""
-    kappa_new, conv = _newton(lam, w, P, zfun(th1), kappa.copy(), 12, tol=1e-13)
+    kappa_new, conv = _newton(lam, w, P, zfun(th1), kappa.copy(), 12, tol=1e-12)
     bad = ~conv | ~np.isfinite(kappa_new)
     if bad.any():
         if depth > 12:
