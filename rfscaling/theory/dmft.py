@@ -269,17 +269,17 @@ def _gram_full(A1: np.ndarray, d_list: list[np.ndarray]) -> list[np.ndarray]:
     """[Af^T diag(d) Af for d in d_list] with Af = [A1, conj(A1)] (N, 2n) and d >= 0.
 
     With B = A1 sqrt(d): the upper-left block is B^T B (complex symmetric, zsyrk), the upper-right
-    block is B^T conj(B) = conj(B^H B) (zherk); the lower blocks are their conjugates. The BLAS rank-k
-    updates do half the work of a GEMM and avoid numpy's slow path for transposed complex products.
+    block is B^T conj(B) (zherk of B^T); the lower blocks are their conjugates. The rank-k updates do
+    half the work of a GEMM; B^T of a C-ordered (N, n) array is Fortran-ordered, so nothing is copied.
     """
     out = []
     for d in d_list:
-        B = np.asfortranarray(A1 * np.sqrt(d)[:, None])
-        S = blas.zsyrk(1.0, B, trans=1)
-        H = blas.zherk(1.0, B, trans=2)
+        Bt = (A1 * np.sqrt(d)[:, None]).T                                     # (n, N), F-ordered
+        S = blas.zsyrk(1.0, Bt, trans=0)                                       # Bt Bt^T
+        H = blas.zherk(1.0, Bt, trans=0)                                       # Bt Bt^H
         S = np.triu(S) + np.triu(S, 1).T
         H = np.triu(H) + np.triu(H, 1).conj().T
-        up = np.concatenate([S, np.conj(H)], axis=1)
+        up = np.concatenate([S, H], axis=1)
         out.append(np.concatenate([up, np.conj(np.roll(up, up.shape[0], axis=1))], axis=0))
     return out
 

@@ -49,20 +49,17 @@ def _residual_and_slope(lam, w, P, kappa):
     """(P - df1(kappa), P (1 - Gamma(kappa))), each from whichever of two exact forms is free of
     cancellation: P - sum_k a_k when few modes are learned, (P - N) + sum_k (1 - a_k) when many are
     (a_k = lam_k/(lam_k + kappa), 1 - a_k = kappa/(lam_k + kappa); P ~ N and kappa -> 0 need the
-    second, N >> P with large kappa the first).
+    second, N >> P with large kappa the first). Mode sums are matrix products (BLAS).
     """
-    inv = 1.0 / (lam[:, None] + kappa[None, :])
-    a = lam[:, None] * inv
-    a_sq = a * a
-    c_sq = kappa[None, :] * (2.0 * lam[:, None] + kappa[None, :]) * inv * inv   # 1 - a_k^2
-    if w is None:
-        n_eff = lam.size
-        sa, sa2 = a.sum(0), a_sq.sum(0)
-        sb, sb2 = kappa * inv.sum(0), c_sq.sum(0)
-    else:
-        n_eff = w.sum()
-        sa, sa2 = w @ a, w @ a_sq
-        sb, sb2 = kappa * (w @ inv), w @ c_sq
+    w = np.ones_like(lam) if w is None else w
+    inv = 1.0 / (lam[:, None] + kappa[None, :])                       # (N, B)
+    R = np.stack([w, w * lam, w * lam * lam]).astype(inv.dtype)        # (3, N)
+    m1 = R @ inv                                                       # sums of w lam^j A
+    m2 = R @ (inv * inv)                                               # sums of w lam^j A^2
+    n_eff = w.sum()
+    sa, sb = m1[1], kappa * m1[0]                                      # sum a, sum (1 - a)
+    sa2 = m2[2]                                                        # sum a^2
+    sb2 = kappa * (2.0 * m2[1] + kappa * m2[0])                        # sum (1 - a^2)
     q = np.where(np.abs(sa) <= np.abs(sb), P - sa, (P - n_eff) + sb)
     fp = np.where(np.abs(sa2) <= np.abs(sb2), P - sa2, (P - n_eff) + sb2)
     return q, fp
