@@ -1,1 +1,37 @@
+"""Dynamics of the linear models: Euler(-Maruyama) stepping, the exact OU integrator, the
+closed-form GP posterior, and the evaluation loop that feeds hooks."""
 
+from rfscaling.dynamics.euler import (
+    DynamicsParams,
+    EulerDynamics,
+    State,
+    hessian_top_eigenvalue,
+    stable_step_size,
+)
+from rfscaling.dynamics.exact import (
+    ExactDynamics,
+    ExactMoments,
+    HessianEigen,
+    PosteriorDynamics,
+    exact_moments,
+    flow_factor,
+    posterior_sample,
+)
+from rfscaling.dynamics.loop import make_snapshot, simulate
+
+__all__ = [
+    "DynamicsParams",
+    "EulerDynamics",
+    "ExactDynamics",
+    "ExactMoments",
+    "HessianEigen",
+    "PosteriorDynamics",
+    "State",
+    "exact_moments",
+    "flow_factor",
+    "hessian_top_eigenvalue",
+    "make_snapshot",
+    "posterior_sample",
+    "simulate",
+    "stable_step_size",
+]

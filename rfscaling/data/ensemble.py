@@ -1,0 +1,128 @@
+"""Typed containers for an ensemble of regression problems, and shared helpers.
+
+Every model in the testbed is reduced to linear regression in the kernel eigen-coordinates:
+``features`` are the student's features rotated into the eigenbasis of their (population)
+covariance, so coordinate ``k`` of a weight vector is eigenmode ``k`` with eigenvalue
+``eigenvalues[k]``. Shapes (D datasets, R replicas per dataset, P samples, N modes):
+
+* ``features``       (D, P, N)   one design matrix per dataset, shared by its replicas
+* ``labels``         (D, R, P)   noisy labels; replicas of a dataset differ in the label noise
+* ``target_weights`` (D, N)      the teacher ``wstar`` (best linear predictor) per dataset
+* ``eigenvalues``    (N,)        population eigenvalues ``lam_k``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "EnsembleData",
+    "ValidationData",
+    "resolve_device",
+    "resolve_dtype",
+    "make_generator",
+    "derive_seed",
+]
+
+
+@dataclass(frozen=True)
+class EnsembleData:
+    """D datasets x R replicas of a linear regression problem in kernel eigen-coordinates.
+
+    ``label_noise`` is the variance of the noise added to the labels; ``unexplained_variance``
+    is the part of the (clean) target the features cannot represent, which acts as extra label
+    noise in the Gaussian-equivalent theory (0 for the eigenfeature model).
+    ``target_second_moment`` (N,) is E[wstar_k^2] as handed to the theory (the exact square of
+    a fixed teacher, or the prior second moment of a random one).
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    target_weights: torch.Tensor
+    eigenvalues: torch.Tensor
+    target_second_moment: torch.Tensor
+    label_noise: float = 0.0
+    unexplained_variance: float = 0.0
+
+    def __post_init__(self) -> None:
+        D, P, N = self.features.shape
+        if self.labels.ndim != 3 or self.labels.shape[0] != D or self.labels.shape[2] != P:
+            raise ValueError(f"labels: shape {tuple(self.labels.shape)} does not match features {(D, P, N)}")
+        if tuple(self.target_weights.shape) != (D, N):
+            raise ValueError(f"target_weights: shape {tuple(self.target_weights.shape)} != {(D, N)}")
+        if tuple(self.eigenvalues.shape) != (N,):
+            raise ValueError(f"eigenvalues: shape {tuple(self.eigenvalues.shape)} != {(N,)}")
+
+    @property
+    def n_datasets(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def n_replicas(self) -> int:
+        return int(self.labels.shape[1])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def n_modes(self) -> int:
+        return int(self.features.shape[2])
+
+    @property
+    def effective_label_noise(self) -> float:
+        """Label noise seen by the Gaussian-equivalent theory: added noise + unexplained target."""
+        return float(self.label_noise) + float(self.unexplained_variance)
+
+
+@dataclass(frozen=True)
+class ValidationData:
+    """Held-out samples per dataset: features (D, P_val, N) and noisy labels (D, P_val)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+    def errors(self, weights: torch.Tensor) -> torch.Tensor:
+        """Mean squared validation error per ensemble member, (D, R), for weights (D, R, N)."""
+        pred = torch.bmm(weights.to(self.features.dtype), self.features.transpose(1, 2))  # (D, R, Pv)
+        return ((pred - self.labels[:, None, :]) ** 2).mean(dim=-1)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cpu``; ``cuda`` (error if unavailable)."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name}: CUDA is not available on this machine (use auto or cpu)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device={name}: must be auto, cpu or cuda")
+    return torch.device(name)
+
+
+def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "float64": torch.float64}
+    if dtype not in table:
+        raise ValueError(f"dtype={dtype}: must be float32 or float64")
+    return table[dtype]
+
+
+def derive_seed(seed: int, *stream: int | str) -> int:
+    """Independent 63-bit seed for a named stream of a run seed (numpy SeedSequence)."""
+    words = [int(seed)]
+    for s in stream:
+        words.append(s if isinstance(s, int) else int.from_bytes(str(s).encode()[:8].ljust(8, b"\0"), "little"))
+    lo, hi = (int(v) for v in np.random.SeedSequence(words).generate_state(2, dtype=np.uint32))
+    return (lo | (hi << 32)) & ((1 << 63) - 1)
+
+
+def make_generator(seed: int, *stream: int | str, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch Generator on ``device`` seeded from ``(seed, *stream)``."""
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(derive_seed(seed, *stream))
+    return g

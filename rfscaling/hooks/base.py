@@ -1,0 +1,169 @@
+"""Observer protocol of the testbed: start, evaluation snapshots, end.
+
+A hook implements any of ``on_start(info)``, ``on_eval(snapshot) -> StopRequest | None`` and
+``on_end(summary)``. Every evaluation hands all hooks the same immutable :class:`Snapshot`
+(frozen dataclass, tensors cloned); hooks never see the trainer or the dynamics. A hook that
+keeps state across a resume also implements ``state_dict()`` / ``load_state_dict(d)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Mapping, Optional, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Hook",
+    "RunInfo",
+    "Snapshot",
+    "StopRequest",
+    "TheoryPoint",
+    "TheoryCurve",
+    "RunSummary",
+    "log_spaced_steps",
+]
+
+
+@dataclass(frozen=True)
+class TheoryPoint:
+    """DMFT prediction at one time: totals (floats) and per-mode arrays (N,) (or None)."""
+
+    generalization_error: float
+    bias: float
+    variance: float
+    train_error: float
+    mode_error: Optional[np.ndarray] = None
+    mode_bias: Optional[np.ndarray] = None
+    mode_variance: Optional[np.ndarray] = None
+
+
+@dataclass(frozen=True)
+class TheoryCurve:
+    """DMFT prediction at all evaluation times: totals (T,), per-mode (T, N) or None."""
+
+    times: np.ndarray
+    generalization_error: np.ndarray
+    bias: np.ndarray
+    variance: np.ndarray
+    train_error: np.ndarray
+    mode_error: Optional[np.ndarray] = None
+    mode_bias: Optional[np.ndarray] = None
+    mode_variance: Optional[np.ndarray] = None
+
+    def at(self, i: int) -> TheoryPoint:
+        def pick(a):
+            return None if a is None else np.array(a[i], copy=True)
+
+        return TheoryPoint(
+            float(self.generalization_error[i]), float(self.bias[i]), float(self.variance[i]),
+            float(self.train_error[i]), pick(self.mode_error), pick(self.mode_bias), pick(self.mode_variance),
+        )
+
+    @staticmethod
+    def from_prediction(pred: Any, n_modes: int | None = None) -> "TheoryCurve":
+        """From a ``rfscaling.theory.predict`` result; per-mode arrays are zero-padded to
+        ``n_modes`` columns (modes the theory was not given, e.g. zero-eigenvalue directions)."""
+
+        def pad(a):
+            if a is None:
+                return None
+            a = np.asarray(a, dtype=np.float64)
+            if n_modes is not None and a.shape[1] < n_modes:
+                a = np.concatenate([a, np.zeros((a.shape[0], n_modes - a.shape[1]))], axis=1)
+            return a
+
+        f = lambda name: np.asarray(getattr(pred, name), dtype=np.float64)  # noqa: E731
+        return TheoryCurve(
+            f("times"), f("generalization_error"), f("bias"), f("variance"), f("train_error"),
+            pad(getattr(pred, "mode_error", None)), pad(getattr(pred, "mode_bias", None)),
+            pad(getattr(pred, "mode_variance", None)),
+        )
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What hooks learn at the start: eigenvalues (N,), evaluation times/steps, step size,
+    ensemble sizes, flat hyperparameters, the theory curve (or None), resume position."""
+
+    eigenvalues: np.ndarray
+    eval_times: np.ndarray
+    eval_steps: np.ndarray
+    dt: float
+    n_datasets: int
+    n_replicas: int
+    n_samples: int
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    theory: Optional[TheoryCurve] = None
+    start_index: int = 0
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """A hook's request to end the run. ``resumable``: the run is unfinished (e.g. a compute
+    budget ran out) and re-running the same command continues it from the last checkpoint."""
+
+    reason: str
+    resumable: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One evaluation of the ensemble, immutable.
+
+    ``weights`` (D, R, N) and ``target_weights`` (D, N) are in kernel eigen-coordinates
+    (cloned, detached); ``train_error`` (D, R) per member; ``eigenvalues`` (N,);
+    ``theory`` the DMFT at this time (or None); ``rng_state`` the noise generator's state
+    after this evaluation (for checkpoints); ``error_offset`` the target power the features
+    cannot represent (added to E_g and bias). ``metrics`` is the eigenmode measurement,
+    computed once on first use and shared by all hooks.
+    """
+
+    index: int
+    time: float
+    step: int
+    weights: torch.Tensor
+    target_weights: torch.Tensor
+    eigenvalues: torch.Tensor
+    train_error: torch.Tensor
+    theory: Optional[TheoryPoint] = None
+    rng_state: Optional[torch.Tensor] = None
+    error_offset: float = 0.0
+
+    @cached_property
+    def metrics(self):
+        from rfscaling.hooks.eigenmode import measure
+
+        return measure(self.weights, self.target_weights, self.eigenvalues, self.train_error, self.error_offset)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Handed to ``on_end``: final snapshot, why the run ended, wall time, compute spent."""
+
+    final: Snapshot
+    stop_reason: str
+    wall_time_s: float
+    compute_macs: int
+    completed: bool
+    resumable: bool = False
+
+
+@runtime_checkable
+class Hook(Protocol):
+    def on_start(self, info: RunInfo) -> None: ...
+
+    def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]: ...
+
+    def on_end(self, summary: RunSummary) -> None: ...
+
+
+def log_spaced_steps(n_steps: int, n_evals: int, include_zero: bool = True) -> np.ndarray:
+    """Distinct integer steps, log-spaced in [1, n_steps] (plus 0), always containing n_steps."""
+    if n_steps < 1 or n_evals < 1:
+        raise ValueError(f"n_steps={n_steps}, n_evals={n_evals}: must be >= 1")
+    s = np.unique(np.round(np.logspace(0.0, np.log10(n_steps), n_evals)).astype(np.int64))
+    s = np.unique(np.concatenate([[0] if include_zero else [], s, [n_steps]]).astype(np.int64))
+    return s

@@ -1,0 +1,186 @@
+"""Eigenmode measurement of an ensemble, and the hook that records it.
+
+For weights ``w`` (D, R, N) in kernel eigen-coordinates and teachers ``wstar`` (D, N), with
+``e = w - wstar`` and per dataset d
+
+    mode_error_dk    = lam_k mean_r e_drk^2
+    mode_variance_dk = lam_k var_r(e_drk)                 (unbiased, ddof = 1)
+    mode_bias_dk     = lam_k [ (mean_r e_drk)^2 - var_r(e_drk) / R ]   (finite-replica corrected)
+
+so that bias + variance = error exactly per dataset (the theory's bias is |E[w|data] - wstar|^2
+averaged over data; the correction removes the var/R the finite replica mean adds to it).
+Everything is averaged over datasets, with standard errors over datasets (ddof = 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest
+
+__all__ = ["EnsembleMetrics", "measure", "EigenmodeHook", "METRICS_COLUMNS", "atomic_write"]
+
+METRICS_COLUMNS = (
+    "time", "step", "E_g", "E_g_theory", "bias", "bias_theory", "variance", "variance_theory",
+    "train_error", "train_error_theory",
+)
+
+
+@dataclass(frozen=True)
+class EnsembleMetrics:
+    """Dataset averages (floats / (N,) arrays) and their standard errors over datasets."""
+
+    generalization_error: float
+    generalization_error_se: float
+    bias: float
+    bias_se: float
+    variance: float
+    variance_se: float
+    train_error: float
+    train_error_se: float
+    mode_error: np.ndarray
+    mode_error_se: np.ndarray
+    mode_bias: np.ndarray
+    mode_variance: np.ndarray
+
+
+def _mean_se(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error over the leading (dataset) axis."""
+    D = x.shape[0]
+    m = x.mean(0)
+    se = x.std(0, unbiased=True) / math.sqrt(D) if D > 1 else torch.full_like(m, float("nan"))
+    return m.cpu().numpy(), se.cpu().numpy()
+
+
+def measure(weights: torch.Tensor, target_weights: torch.Tensor, eigenvalues: torch.Tensor,
+            train_error: torch.Tensor, error_offset: float = 0.0) -> EnsembleMetrics:
+    """Project ``w - wstar`` on the eigenmodes; see the module docstring. Computed in float64.
+
+    ``error_offset`` (the unexplained target power, e.g. teacher modes beyond the student's N,
+    or what random features cannot represent) is added to the totals E_g and bias, so that
+    E_g = E_x[(f(x) - f*(x))^2] against the full clean target; per-mode arrays exclude it."""
+    w = weights.detach().to(torch.float64)
+    e = w - target_weights.detach().to(torch.float64)[:, None, :]
+    lam = eigenvalues.detach().to(torch.float64)
+    R = e.shape[1]
+    err = lam * (e**2).mean(1)  # (D, N)
+    if R > 1:
+        var = lam * e.var(1, unbiased=True)
+        bias = lam * e.mean(1) ** 2 - var / R
+    else:
+        var = torch.full_like(err, float("nan"))
+        bias = torch.full_like(err, float("nan"))
+    off = float(error_offset)
+    tot = torch.stack([err.sum(-1) + off, bias.sum(-1) + off, var.sum(-1),
+                       train_error.detach().to(torch.float64).mean(1)], 1)
+    tm, tse = _mean_se(tot)
+    me, mse = _mean_se(err)
+    return EnsembleMetrics(
+        float(tm[0]), float(tse[0]), float(tm[1]), float(tse[1]), float(tm[2]), float(tse[2]),
+        float(tm[3]), float(tse[3]), me, mse, bias.mean(0).cpu().numpy(), var.mean(0).cpu().numpy(),
+    )
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write via a temp file in the same folder and os.replace (no torn files)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class EigenmodeHook:
+    """Records per-mode error/bias/variance and the totals at every evaluation.
+
+    Writes ``metrics.csv`` (columns :data:`METRICS_COLUMNS`, rewritten atomically at every
+    evaluation) and, at the end, ``modes.npz`` with ``times``, ``steps``, ``eigenvalues`` and
+    (T, N) arrays ``mode_error``, ``mode_error_se``, ``mode_bias``, ``mode_variance`` and their
+    ``*_theory`` counterparts. ``out_dir=None`` keeps everything in memory only.
+    """
+
+    def __init__(self, out_dir: Optional[str | os.PathLike] = None) -> None:
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.rows: list[dict] = []
+        self.modes: list[dict] = []
+        self.eigenvalues: Optional[np.ndarray] = None
+
+    # -- protocol --------------------------------------------------------------------------
+    def on_start(self, info: RunInfo) -> None:
+        self.eigenvalues = np.asarray(info.eigenvalues, dtype=np.float64)
+
+    def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]:
+        m = snapshot.metrics
+        th = snapshot.theory
+        nan = float("nan")
+        self.rows.append({
+            "time": snapshot.time, "step": snapshot.step,
+            "E_g": m.generalization_error, "E_g_theory": th.generalization_error if th else nan,
+            "bias": m.bias, "bias_theory": th.bias if th else nan,
+            "variance": m.variance, "variance_theory": th.variance if th else nan,
+            "train_error": m.train_error, "train_error_theory": th.train_error if th else nan,
+            "E_g_se": m.generalization_error_se, "bias_se": m.bias_se, "variance_se": m.variance_se,
+            "train_error_se": m.train_error_se,
+        })
+        N = m.mode_error.shape[0]
+        nanv = np.full(N, np.nan)
+        self.modes.append({
+            "mode_error": m.mode_error, "mode_error_se": m.mode_error_se, "mode_bias": m.mode_bias,
+            "mode_variance": m.mode_variance,
+            "mode_error_theory": th.mode_error if th is not None and th.mode_error is not None else nanv,
+            "mode_bias_theory": th.mode_bias if th is not None and th.mode_bias is not None else nanv,
+            "mode_variance_theory": th.mode_variance if th is not None and th.mode_variance is not None else nanv,
+        })
+        self.write_metrics()
+        return None
+
+    def on_end(self, summary: RunSummary) -> None:
+        self.write_metrics()
+        self.write_modes()
+
+    # -- state (for checkpoints) -----------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"rows": list(self.rows), "modes": list(self.modes)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+        self.modes = list(state["modes"])
+
+    # -- outputs ---------------------------------------------------------------------------
+    def table(self) -> dict[str, np.ndarray]:
+        keys = self.rows[0].keys() if self.rows else METRICS_COLUMNS
+        return {k: np.array([r[k] for r in self.rows], dtype=np.float64) for k in keys}
+
+    def write_metrics(self) -> None:
+        if self.out_dir is None:
+            return
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                wr = csv.writer(fh)
+                wr.writerow(METRICS_COLUMNS)
+                for r in self.rows:
+                    wr.writerow([repr(float(r[c])) if c != "step" else int(r[c]) for c in METRICS_COLUMNS])
+
+        atomic_write(self.out_dir / "metrics.csv", write)
+
+    def write_modes(self) -> None:
+        if self.out_dir is None or not self.modes:
+            return
+        arrays = {k: np.stack([m[k] for m in self.modes]) for k in self.modes[0]}
+        arrays["times"] = np.array([r["time"] for r in self.rows])
+        arrays["steps"] = np.array([r["step"] for r in self.rows], dtype=np.int64)
+        arrays["eigenvalues"] = self.eigenvalues if self.eigenvalues is not None else np.array([])
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+        atomic_write(self.out_dir / "modes.npz", write)

@@ -1,0 +1,384 @@
+"""Training app: the empirical testbed next to the DMFT.
+
+    python -m rfscaling.train                                   # default run (< 1 min on 2 cores)
+    python -m rfscaling.train data.P=512 dynamics=langevin dynamics.temperature=0.01
+    python -m rfscaling.train -m data.P=64,128,256              # multirun sweep
+    rfscaling-train hydra.run.dir=runs/my_run hooks.checkpoint.enabled=true   # resumable
+
+Each run directory (``runs/<date>/<time>-train`` or ``hydra.run.dir``) holds ``.hydra/``,
+``metrics.csv`` (time, step, E_g, E_g_theory, bias, bias_theory, variance, variance_theory,
+train_error, train_error_theory), ``modes.npz``, ``summary.json``, ``tensorboard/`` (when
+``hooks.tensorboard=true``) and ``checkpoints/`` (when ``hooks.checkpoint.enabled=true``).
+Re-running the same command in the same run directory resumes from the last checkpoint.
+
+Layers: :func:`main` (Hydra) -> :func:`spec_from_config` (the edge: config -> typed
+:class:`TrainSpec`) -> :func:`train` (typed arguments only). Bad input: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time as _time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+
+from rfscaling.data import ProblemSpec, make_generator, make_problem, resolve_dtype
+from rfscaling.dynamics import (
+    DynamicsParams,
+    EulerDynamics,
+    ExactDynamics,
+    PosteriorDynamics,
+    State,
+    simulate,
+)
+from rfscaling.hooks import (
+    BudgetHook,
+    CheckpointHook,
+    EarlyStoppingHook,
+    EigenmodeHook,
+    RunInfo,
+    TensorBoardHook,
+    load_checkpoint,
+    log_spaced_steps,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainSpec", "HookSpec", "train", "spec_from_config", "main", "INTEGRATORS"]
+
+INTEGRATORS = ("euler", "exact", "auto")
+#: integrator=auto uses Euler when the run costs at most this many multiply-adds
+#: (t_max * lambda_max steps x 2 P N D R; ~20 s on one core), else the exact integrator.
+AUTO_MAX_EULER_MACS = 5e10
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    eigenmode: bool = True
+    tensorboard: bool = True
+    image_every: int = 1
+    early_stopping: bool = True
+    patience: int = 5
+    halt: bool = False
+    validation_size: Optional[int] = None  # None: P
+    checkpoint: bool = False
+    checkpoint_every: int = 10
+    progress: bool = True
+    max_evals: Optional[int] = None  # budget per process (resumable stop); None: no limit
+    max_wall_s: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """A whole run, typed: the problem, the dynamics and the hooks."""
+
+    problem: ProblemSpec
+    dynamics: str = "gradient_flow"  # gradient_flow | weight_decay | langevin | bayes (naming only)
+    params: DynamicsParams = field(default_factory=DynamicsParams)
+    integrator: str = "euler"  # euler | exact | auto (Euler if <= AUTO_MAX_EULER_MACS)
+    threads: Optional[int] = 1  # torch CPU threads (None: torch's default)
+    dt: Optional[float] = None  # None: 1 / lambda_max(H)
+    t_max: float = 1000.0
+    n_evals: int = 40
+    theory: bool = True
+    theory_modes: bool = True
+    hooks: HookSpec = field(default_factory=HookSpec)
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.integrator not in INTEGRATORS:
+            raise ValueError(f"dynamics.integrator={self.integrator}: must be one of {'|'.join(INTEGRATORS)}")
+        if not (self.t_max > 0 and math.isfinite(self.t_max)):
+            raise ValueError(f"dynamics.t_max={self.t_max}: must be a positive finite number")
+        if self.n_evals < 1:
+            raise ValueError(f"dynamics.n_evals={self.n_evals}: must be a positive integer")
+
+
+def _identity(spec: TrainSpec) -> str:
+    """Hash of everything that determines the results (not progress/budget/logging options)."""
+    hooks = replace(spec.hooks, progress=True, max_evals=None, max_wall_s=None, tensorboard=True,
+                    image_every=1, checkpoint=True, checkpoint_every=1, eigenmode=True)
+    d = asdict(replace(spec, hooks=hooks, hparams={}))
+    d["problem"]["dtype"] = str(spec.problem.dtype)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _make_dynamics(spec: TrainSpec, data):
+    if spec.dynamics == "bayes":
+        return PosteriorDynamics(data, spec.params)
+    euler = EulerDynamics(data, spec.params, dt=spec.dt)
+    integrator = spec.integrator
+    if integrator == "auto":
+        steps = spec.t_max / euler.dt
+        integrator = "euler" if steps * euler.macs_per_step() <= AUTO_MAX_EULER_MACS else "exact"
+        if integrator == "exact":
+            log.info("integrator=auto: %.3g Euler steps (%.2g multiply-adds) for t_max=%g; using the exact "
+                     "integrator (dynamics.integrator=euler forces stepping)", steps,
+                     steps * euler.macs_per_step(), spec.t_max)
+    if integrator == "exact":  # same time grid as the Euler run would have
+        return ExactDynamics(data, spec.params, dt=euler.dt)
+    return euler
+
+
+def _f(x) -> Optional[float]:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def train(spec: TrainSpec, out_dir: str | os.PathLike) -> dict:
+    """Run ``spec``, write the run files into ``out_dir`` and return the summary dict."""
+    t_start = _time.perf_counter()
+    if spec.threads is not None and str(spec.problem.device) == "cpu":
+        # one thread is the robust default: the per-step kernels are small and two OpenMP
+        # threads on a busy 2-core machine can be 5-20x slower than one
+        torch.set_num_threads(int(spec.threads))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ps = spec.problem
+    hs = spec.hooks
+    val_size = 0
+    if hs.early_stopping:
+        val_size = hs.validation_size if hs.validation_size is not None else ps.P
+        if ps.model == "random_features":
+            pool = ps.pool_size or max(4 * ps.N, 2 * ps.P)
+            if ps.kind == "digits":
+                pool = min(pool, 1797)
+            val_size = max(1, min(val_size, pool - ps.P))
+    problem = make_problem(replace(ps, validation_size=val_size))
+    data = problem.data
+    dyn = _make_dynamics(spec, data)
+
+    if spec.dynamics == "bayes":
+        eval_steps = np.array([0], dtype=np.int64)
+        eval_times = np.array([math.inf])
+    else:
+        n_steps = max(1, int(math.ceil(spec.t_max / dyn.dt - 1e-9)))
+        eval_steps = log_spaced_steps(n_steps, spec.n_evals)
+        eval_times = eval_steps * dyn.dt
+
+    curve = None
+    if spec.theory:
+        p = spec.params
+        curve = problem.theory(eval_times, p.weight_decay, p.temperature, p.init_variance, modes=spec.theory_modes)
+
+    identity = _identity(spec)
+    hooks: list = []
+    stateful: dict = {}
+    eig_hook = EigenmodeHook(out)  # always on: it writes metrics.csv / modes.npz
+    hooks.append(eig_hook)
+    stateful["eigenmode"] = eig_hook
+    es_hook = None
+    if hs.early_stopping and problem.validation is not None:
+        es_hook = EarlyStoppingHook(problem.validation, hs.patience, hs.halt)
+        hooks.append(es_hook)
+        stateful["early_stopping"] = es_hook
+    if hs.tensorboard:
+        hooks.append(TensorBoardHook(out / "tensorboard", spec.hparams, hs.image_every,
+                                     extra_metrics=(lambda: {k: v for k, v in es_hook.result().items()
+                                                             if k in ("E_g", "stopping_time")}) if es_hook else None))
+    if hs.max_evals is not None or hs.max_wall_s is not None:
+        hooks.append(BudgetHook(hs.max_evals, hs.max_wall_s))
+    ckpt_dir = out / "checkpoints"
+    if hs.checkpoint:
+        hooks.append(CheckpointHook(ckpt_dir, hs.checkpoint_every, stateful, identity))
+
+    gen = make_generator(ps.seed, "dynamics", device=data.features.device)
+    state = dyn.init(gen)
+    start_index = 0
+    resumed_from = None
+    ckpt = load_checkpoint(ckpt_dir, identity) if hs.checkpoint else None
+    if ckpt is not None:
+        gen.set_state(ckpt["rng_state"])
+        state = State(ckpt["weights"].to(device=data.features.device, dtype=data.features.dtype),
+                      int(ckpt["step"]), float(ckpt["time"]), gen)
+        for name, h in stateful.items():
+            if name in ckpt["hooks"]:
+                h.load_state_dict(ckpt["hooks"][name])
+        start_index = len(eval_steps) if ckpt.get("finished") else int(ckpt["index"]) + 1
+        resumed_from = {"index": int(ckpt["index"]), "step": int(ckpt["step"]), "time": float(ckpt["time"])}
+        log.info("resuming from checkpoint at step %d (t=%.4g)", ckpt["step"], ckpt["time"])
+
+    info = RunInfo(
+        eigenvalues=data.eigenvalues.detach().cpu().double().numpy(),
+        eval_times=eval_times, eval_steps=eval_steps, dt=float(dyn.dt), n_datasets=data.n_datasets,
+        n_replicas=data.n_replicas, n_samples=data.n_samples, hparams=dict(spec.hparams), theory=curve,
+        start_index=start_index,
+    )
+    state, summ = simulate(dyn, state, info, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
+                           progress=hs.progress, error_offset=problem.unexplained_variance,
+                           desc=f"{spec.dynamics} P={ps.P} N={ps.N}")
+    if ckpt is not None and ckpt.get("finished"):
+        summ = replace(summ, stop_reason=ckpt.get("stop_reason") or summ.stop_reason,
+                       completed=bool(ckpt.get("completed", summ.completed)))
+
+    m = summ.final.metrics
+    th = summ.final.theory
+    final = {
+        "time": _f(summ.final.time) if math.isfinite(summ.final.time) else "inf", "step": summ.final.step,
+        "E_g": _f(m.generalization_error), "E_g_se": _f(m.generalization_error_se),
+        "bias": _f(m.bias), "variance": _f(m.variance), "train_error": _f(m.train_error),
+        "E_g_theory": _f(th.generalization_error) if th else None, "bias_theory": _f(th.bias) if th else None,
+        "variance_theory": _f(th.variance) if th else None, "train_error_theory": _f(th.train_error) if th else None,
+    }
+    summary = {
+        "final": final,
+        "early_stopping": es_hook.result() if es_hook else None,
+        "stop_reason": summ.stop_reason,
+        "completed": summ.completed,
+        "resumable": summ.resumable,
+        "resumed_from": resumed_from,
+        "wall_time_s": _time.perf_counter() - t_start,
+        "loop_wall_time_s": summ.wall_time_s,
+        "compute_macs": summ.compute_macs,
+        "compute_definition": "multiply-adds of full-batch training: 2 P N per step per ensemble member "
+                              "(X w and X^T r), times steps, datasets and replicas (exact/bayes: the "
+                              "Euler-equivalent count, or 0 for bayes)",
+        "dynamics": spec.dynamics,
+        "integrator": ("closed_form" if spec.dynamics == "bayes" else
+                       "exact" if isinstance(dyn, ExactDynamics) else "euler"),
+        "dt": _f(dyn.dt),
+        "lambda_max": _f(getattr(dyn, "lambda_max", float("nan"))),
+        "n_steps": int(eval_steps[-1]),
+        "n_parameters": data.n_modes,
+        "datasets": data.n_datasets,
+        "replicas": data.n_replicas,
+        "P": data.n_samples,
+        "unexplained_variance": problem.unexplained_variance,
+        "problem": problem.info,
+        "device": str(data.features.device),
+        "dtype": str(data.features.dtype).replace("torch.", ""),
+        "identity": identity,
+    }
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    os.replace(tmp, out / "summary.json")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# The edge: composed config -> TrainSpec
+# ---------------------------------------------------------------------------------------------
+
+
+def _get(cfg, dotted: str, default=None):
+    """Read an optional key defensively (keys the schema may not define yet)."""
+    from omegaconf import OmegaConf
+
+    try:
+        v = OmegaConf.select(cfg, dotted, default=default)
+    except Exception:
+        return default
+    return default if v is None else v
+
+
+def _flat(d: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def spec_from_config(cfg) -> TrainSpec:
+    """Validate the composed config (rfscaling.config) and build the typed :class:`TrainSpec`."""
+    from omegaconf import OmegaConf
+
+    from rfscaling.config import settings_from_config
+
+    s = settings_from_config(cfg)
+    d, mo, dy = s.data, s.model, s.dynamics
+    ens = s.ensemble
+    problem = ProblemSpec(
+        kind=d.kind, target=d.target, teacher=d.teacher, model=mo.kind, nonlinearity=mo.nonlinearity,
+        P=d.P, N=mo.N, M=mo.M, alpha=d.alpha, beta=d.beta, lam_1=d.lam_1, c=d.c, label_noise=d.label_noise,
+        pool_size=d.pool_size, input_dim=d.input_dim, datasets=ens.datasets if ens else 4,
+        replicas=ens.replicas if ens else 4, seed=s.seed, dtype=resolve_dtype(s.dtype), device=s.device,
+    )
+    h = s.hooks
+    hooks = HookSpec(
+        eigenmode=h.eigenmode if h else True,
+        tensorboard=h.tensorboard if h else True,
+        image_every=int(_get(cfg, "hooks.image_every", 1)),
+        early_stopping=h.early_stopping.enabled if h else True,
+        patience=h.early_stopping.patience if h else 5,
+        halt=h.early_stopping.halt if h else False,
+        validation_size=_get(cfg, "hooks.early_stopping.validation_size", None),
+        checkpoint=h.checkpoint.enabled if h else False,
+        checkpoint_every=h.checkpoint.every if h else 10,
+        progress=bool(_get(cfg, "hooks.progress", True)),
+        max_evals=_get(cfg, "hooks.budget.max_evals", None),
+        max_wall_s=_get(cfg, "hooks.budget.max_wall_s", None),
+    )
+    container = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, Mapping) else dict(cfg)
+    hparams = {k: v for k, v in _flat({k: container[k] for k in ("data", "model", "dynamics", "ensemble", "seed")
+                                       if k in container}).items() if v is not None}
+    return TrainSpec(
+        problem=problem,
+        dynamics=dy.name,
+        params=DynamicsParams(dy.weight_decay, dy.temperature, dy.init_variance),
+        integrator=str(_get(cfg, "dynamics.integrator", "auto")),
+        threads=_get(cfg, "threads", 1),
+        dt=dy.dt,
+        t_max=dy.t_max,
+        n_evals=dy.n_evals,
+        theory=s.theory.enabled,
+        theory_modes=s.theory.modes,
+        hooks=hooks,
+        hparams=hparams,
+    )
+
+
+def _print_summary(summary: dict, out_dir: Path) -> None:
+    f = summary["final"]
+
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.4g}"
+
+    print(f"run dir: {out_dir}")
+    print(f"final t={f['time'] if isinstance(f['time'], str) else fmt(f['time'])}: E_g={fmt(f['E_g'])} "
+          f"(DMFT {fmt(f['E_g_theory'])}), bias={fmt(f['bias'])} (DMFT {fmt(f['bias_theory'])}), "
+          f"variance={fmt(f['variance'])} (DMFT {fmt(f['variance_theory'])})")
+    es = summary.get("early_stopping")
+    if es and "stopping_time" in es:
+        print(f"early stopping: t={fmt(es['stopping_time'])}, E_g={fmt(es['E_g'])} "
+              f"(DMFT optimum {fmt(es.get('theory_optimum_E_g'))} at t={fmt(es.get('theory_optimum_time'))})")
+    print(f"wall time {summary['wall_time_s']:.1f} s, compute {summary['compute_macs']:.3g} multiply-adds")
+
+
+def run(cfg, out_dir: str | os.PathLike) -> dict:
+    spec = spec_from_config(cfg)
+    summary = train(spec, out_dir)
+    _print_summary(summary, Path(out_dir))
+    return summary
+
+
+def _hydra_main():
+    from rfscaling.config import hydra_app
+
+    @hydra_app("train")
+    def main(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        run(cfg, HydraConfig.get().runtime.output_dir)
+
+    return main
+
+
+def main() -> None:
+    """Console-script / ``python -m rfscaling.train`` entry point (Hydra parses sys.argv)."""
+    _hydra_main()()
+
+
+if __name__ == "__main__":
+    main()

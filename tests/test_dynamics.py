@@ -1,0 +1,243 @@
+"""Dynamics: Euler stepping, the exact OU integrator and the GP posterior, against independent
+references (autograd, scipy.linalg.expm, closed-form Ornstein-Uhlenbeck moments, the ridge /
+posterior formulas with numpy.linalg) and against each other within the stated errors."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from rfscaling.data import EnsembleData, make_generator, power_law_eigen_task, sample_eigen_ensemble
+from rfscaling.dynamics import (
+    DynamicsParams,
+    EulerDynamics,
+    ExactDynamics,
+    HessianEigen,
+    exact_moments,
+    hessian_top_eigenvalue,
+    posterior_sample,
+    stable_step_size,
+)
+
+F64 = torch.float64
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _data(N, P, D, R, noise=0.1, seed=0, teacher="random", alpha=1.0):
+    task = power_law_eigen_task(N, alpha, 1.0, label_noise=noise, teacher=teacher)
+    return task, sample_eigen_ensemble(task, P, D, R, make_generator(seed, "data"), dtype=F64)
+
+
+def test_euler_gradient_matches_autograd():
+    _, data = _data(12, 7, 2, 3)
+    wd = 0.3
+    dyn = EulerDynamics(data, DynamicsParams(weight_decay=wd))
+    w = torch.randn(2, 3, 12, dtype=F64, requires_grad=True)
+    pred = torch.einsum("dpn,drn->drp", data.features, w)
+    loss = 0.5 * ((data.labels - pred) ** 2).sum() + 0.5 * wd * (w**2).sum()
+    (g,) = torch.autograd.grad(loss, w)
+    torch.testing.assert_close(dyn.gradient(w.detach()), g, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("P,N", [(8, 20), (30, 10)])
+def test_hessian_top_eigenvalue_and_default_step(P, N):
+    _, data = _data(N, P, 3, 1)
+    wd = 0.7
+    ref = [np.linalg.eigvalsh(X.T @ X + wd * np.eye(N))[-1] for X in data.features.numpy()]
+    np.testing.assert_allclose(hessian_top_eigenvalue(data.features, wd).numpy(), ref, rtol=1e-12)
+    dyn = EulerDynamics(data, DynamicsParams(weight_decay=wd))
+    assert math.isclose(dyn.dt, 1.0 / max(ref), rel_tol=1e-12)
+    assert math.isclose(stable_step_size(data.features, wd, 1.5), 1.5 / max(ref), rel_tol=1e-12)
+    with pytest.raises(ValueError, match="dt"):
+        EulerDynamics(data, DynamicsParams(weight_decay=wd), dt=2.01 / max(ref))
+    with pytest.raises(ValueError, match="weight_decay"):
+        DynamicsParams(weight_decay=-1.0)
+
+
+@pytest.mark.parametrize("P,N", [(8, 20), (30, 10)])
+def test_hessian_eigen_reconstructs_the_gram(P, N):
+    _, data = _data(N, P, 2, 1)
+    eig = HessianEigen.of(data.features, 0.1)
+    for d, X in enumerate(data.features.numpy()):
+        V = eig.Vh[d].numpy().T
+        C = V @ np.diag(eig.s2[d].numpy()) @ V.T
+        np.testing.assert_allclose(C, X.T @ X, atol=1e-10 * np.abs(X.T @ X).max())
+        np.testing.assert_allclose(eig.null_weight[d].numpy(), 1 - (V**2).sum(1), atol=1e-12)
+        assert (eig.null_weight[d].numpy().sum() - max(N - P, 0)) == pytest.approx(0, abs=1e-9)
+
+
+def _expm_reference(X, wstar, lam, t, noise, wd, T, v0):
+    """Noise-averaged bias, variances and train error for one dataset via scipy.linalg.expm."""
+    P, N = X.shape
+    C = X.T @ X
+    H = C + wd * np.eye(N)
+    E = scipy.linalg.expm(-H * t)
+    A = np.linalg.solve(H, np.eye(N) - E)  # (I - e^{-Ht}) H^{-1}
+    mean = A @ C @ wstar
+    cov_lab = noise * A @ C @ A.T
+    cov_lang = T * np.linalg.solve(H, np.eye(N) - scipy.linalg.expm(-2 * H * t))
+    cov_init = v0 * scipy.linalg.expm(-2 * H * t)
+    cov = cov_lab + cov_lang + cov_init
+    bias = lam @ (mean - wstar) ** 2
+    resid_mean = X @ (mean - wstar)
+    B = np.eye(P) - X @ A @ X.T  # maps eps to the residual
+    train = (resid_mean @ resid_mean + noise * np.trace(B @ B.T) + np.trace(X @ (cov_lang + cov_init) @ X.T)) / P
+    return bias, lam @ np.diag(cov_lab), lam @ np.diag(cov_lang), lam @ np.diag(cov_init), train
+
+
+@pytest.mark.parametrize("P,N", [(9, 15), (20, 8)])
+def test_exact_moments_match_matrix_exponential(P, N):
+    task, data = _data(N, P, 2, 1, noise=0.3)
+    wd, T, v0 = 0.05, 0.02, 0.4
+    times = [0.0, 0.3, 2.0, 50.0]
+    m = exact_moments(data, DynamicsParams(wd, T, v0), times)
+    for d in range(2):
+        X, ws = data.features[d].numpy(), data.target_weights[d].numpy()
+        for i, t in enumerate(times):
+            ref = _expm_reference(X, ws, task.eigenvalues, t, 0.3, wd, T, v0)
+            got = (m.bias[i, d], m.variance_label_noise[i, d], m.variance_langevin[i, d],
+                   m.variance_init[i, d], m.train_error[i, d])
+            np.testing.assert_allclose([float(g) for g in got], ref, rtol=1e-8, atol=1e-12)
+
+
+def test_exact_moments_infinite_time_is_ridge_and_posterior():
+    task, data = _data(15, 9, 2, 1, noise=0.3)
+    wd, T = 0.2, 0.05
+    m = exact_moments(data, DynamicsParams(wd, T, 0.0), [math.inf])
+    for d in range(2):
+        X, ws = data.features[d].numpy(), data.target_weights[d].numpy()
+        H = X.T @ X + wd * np.eye(15)
+        mean = np.linalg.solve(H, X.T @ X @ ws)  # ridge estimator of the clean labels
+        assert float(m.bias[0, d]) == pytest.approx(task.eigenvalues @ (mean - ws) ** 2, rel=1e-9)
+        post = T * np.linalg.inv(H)
+        assert float(m.variance_langevin[0, d]) == pytest.approx(task.eigenvalues @ np.diag(post), rel=1e-9)
+
+
+@pytest.mark.parametrize("P,N,wd", [(16, 40, 0.0), (16, 40, 0.05), (60, 20, 0.0)])
+def test_euler_matches_exact_flow_within_discretisation_error(P, N, wd):
+    """Same data, same init: per H-eigendirection Euler decays as (1 - dt h)^n instead of
+    e^{-h t}; docs/testbed.md bounds |(1-dt h)^n - e^{-h t}| <= 0.55 dt / t (t >= 4 dt).
+    The weight difference in that direction is this times |w_j(0) - w_j(inf)|."""
+    _, data = _data(N, P, 2, 2, noise=0.2)
+    params = DynamicsParams(weight_decay=wd, init_variance=0.5)
+    euler = EulerDynamics(data, params)
+    exact = ExactDynamics(data, params, dt=euler.dt)
+    s0 = euler.init(make_generator(0, "dyn"))
+    eig = exact.eig
+    w_inf = exact.transition(s0.weights, math.inf, s0.generator) if wd > 0 or P >= N else None
+    state = s0
+    for n in (4, 40, 400):
+        state = euler.advance(state, n - state.step)
+        t = state.time
+        w_ex = exact.transition(s0.weights, t, s0.generator)
+        diff = torch.bmm(state.weights - w_ex, eig.Vh.transpose(1, 2)).abs()  # (D, R, r)
+        # w_j(0) - w_j(inf) in the range directions: a_j(0) - b_j / h_j
+        a0 = torch.bmm(s0.weights, eig.Vh.transpose(1, 2))
+        amp = (a0 - exact._b / eig.h[:, None, :]).abs()
+        bound = 0.55 * euler.dt / t * amp + 1e-10
+        assert torch.all(diff <= bound), float((diff / bound).max())
+        # and the discrepancy is real (the test can fail): Euler is not the exact flow
+        assert float(diff.max()) > 1e-6 * float(amp.max())
+        if w_inf is not None:  # null-space part: wd > 0 decays identically up to (1-dt wd)^n
+            pass
+
+
+def test_ou_one_dimensional_closed_form():
+    """1-D Ornstein-Uhlenbeck: dw = -(h w - b) dt + sqrt(2T) dB from w(0) = w0; Euler-Maruyama
+    (dt h = 0.02) and the exact sampler reproduce m(t) = b/h + (w0 - b/h) e^{-ht} and
+    v(t) = T/h (1 - e^{-2ht}) within 5 standard errors (+ Euler's O(dt h) bias)."""
+    R = 20000
+    X = torch.tensor([[[2.0]]], dtype=F64)  # P = N = 1: h = 4 + wd
+    y = torch.full((1, R, 1), 1.5, dtype=F64)  # b = X y = 3
+    data = EnsembleData(X, y, torch.zeros(1, 1, dtype=F64), torch.ones(1, dtype=F64), torch.ones(1, dtype=F64))
+    wd, T, w0 = 1.0, 0.3, 2.0
+    h, b = 4.0 + wd, 3.0
+    p = DynamicsParams(weight_decay=wd, temperature=T)
+    for dyn, tol in ((EulerDynamics(data, p, dt=0.02 / h), 0.02), (ExactDynamics(data, p, dt=0.02 / h), 0.0)):
+        state = dyn.init(make_generator(3, "ou"))
+        state = type(state)(torch.full_like(state.weights, w0), 0, 0.0, state.generator)
+        for n in (10, 50, 400):
+            state = dyn.advance(state, n - state.step)
+            t = state.time
+            m = b / h + (w0 - b / h) * math.exp(-h * t)
+            v = T / h * (1 - math.exp(-2 * h * t))
+            w = state.weights.reshape(-1)
+            se_m, se_v = math.sqrt(v / R), v * math.sqrt(2.0 / R)
+            assert abs(float(w.mean()) - m) <= 5 * se_m + tol * abs(m - b / h) + 1e-12
+            assert abs(float(w.var()) - v) <= 5 * se_v + tol * v
+
+
+def _posterior(X, y, wd, T):
+    H = X.T @ X + wd * np.eye(X.shape[1])
+    return np.linalg.solve(H, X.T @ y), T * np.linalg.inv(H)
+
+
+def test_langevin_long_time_is_the_gp_posterior():
+    """Euler-Maruyama Langevin run to t >> 1/h_min: replica mean and covariance match the
+    posterior mean (X^T X + wd)^{-1} X^T y and covariance T (X^T X + wd)^{-1}; so do closed-form
+    posterior draws. Tolerances: 5 SE plus Euler's stationary-variance bias dt h / 2."""
+    N, P, R = 4, 6, 4000
+    torch.manual_seed(0)
+    g = make_generator(5, "x")
+    X = torch.randn(1, P, N, generator=g, dtype=F64) * torch.tensor([1.0, 0.8, 0.5, 0.3], dtype=F64)
+    y1 = torch.randn(1, 1, P, generator=g, dtype=F64)
+    data = EnsembleData(X, y1.expand(1, R, P).contiguous(), torch.zeros(1, N, dtype=F64),
+                        torch.ones(N, dtype=F64), torch.ones(N, dtype=F64))
+    wd, T = 1.0, 0.2
+    mean, cov = _posterior(X[0].numpy(), y1[0, 0].numpy(), wd, T)
+    p = DynamicsParams(weight_decay=wd, temperature=T)
+    h = np.linalg.eigvalsh(X[0].numpy().T @ X[0].numpy() + wd * np.eye(N))
+    euler = EulerDynamics(data, p, dt=0.1 / h.max())
+    n = int(math.ceil(10.0 / h.min() / euler.dt))
+    state = euler.advance(euler.init(make_generator(1, "lv")), n)
+    draws = {"euler": state.weights[0].numpy(), "posterior": posterior_sample(data, p, make_generator(2)).weights[0].numpy()}
+    sd = np.sqrt(np.diag(cov))
+    for name, w in draws.items():
+        allow = 0.1 / 2 + 5e-5 if name == "euler" else 0.0
+        emp_mean = w.mean(0)
+        assert np.all(np.abs(emp_mean - mean) <= 5 * sd / math.sqrt(R) + allow * np.abs(mean)), name
+        emp_cov = np.cov(w.T)
+        se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / R)
+        assert np.all(np.abs(emp_cov - cov) <= 5 * se_cov + allow * np.abs(cov).max()), name
+    with pytest.raises(ValueError, match="temperature"):
+        posterior_sample(data, DynamicsParams(weight_decay=wd), make_generator(0))
+
+
+def test_exact_sampler_matches_exact_moments():
+    """Replica statistics of the exact OU sampler (advanced in uneven jumps) agree with the
+    noise-averaged moments per dataset: checks the sampler and the moments against each other."""
+    N, P, D, R = 30, 12, 2, 4000
+    task, data = _data(N, P, D, R, noise=0.3)
+    p = DynamicsParams(weight_decay=0.1, temperature=0.05, init_variance=0.5)
+    dyn = ExactDynamics(data, p, dt=0.01)
+    state = dyn.init(make_generator(0, "dyn"))
+    for n in (7, 50, 300):
+        state = dyn.advance(state, n - state.step)
+    m = exact_moments(data, p, [state.time])
+    e = (state.weights - data.target_weights[:, None, :]).numpy()
+    lam = task.eigenvalues
+    for d in range(D):
+        mode_mean = e[d].mean(0)
+        mode_var = e[d].var(0, ddof=1)
+        exp_mean = (m.mean_weights[0, d] - data.target_weights[d]).numpy()
+        exp_var = (m.mode_variance[0, d] / data.eigenvalues).numpy()
+        assert np.all(np.abs(mode_mean - exp_mean) <= 5 * np.sqrt(exp_var / R) + 1e-12)
+        assert np.all(np.abs(mode_var - exp_var) <= 5 * exp_var * math.sqrt(2 / R) + 1e-12)
+        assert float(np.sum(lam * mode_var)) == pytest.approx(float(m.variance[0, d]), rel=6 * math.sqrt(2 / R))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    task = power_law_eigen_task(64, 1.0, 1.0, label_noise=0.1)
+    out = {}
+    for dev in ("cpu", "cuda"):
+        data = sample_eigen_ensemble(task, 32, 2, 2, make_generator(0, device="cpu"), dtype=F64)
+        data = EnsembleData(*(getattr(data, f).to(dev) for f in ("features", "labels", "target_weights", "eigenvalues", "target_second_moment")), data.label_noise)
+        dyn = EulerDynamics(data, DynamicsParams())
+        s = dyn.advance(dyn.init(make_generator(0, device=dev)), 100)
+        out[dev] = s.weights.cpu()
+    torch.testing.assert_close(out["cpu"], out["cuda"], rtol=1e-9, atol=1e-9)

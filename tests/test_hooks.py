@@ -1,0 +1,219 @@
+"""Hooks: the observer protocol (immutable snapshots, log-spaced evaluations, stop requests),
+the eigenmode hook's files, early stopping, checkpoints with bit-identical resume, TensorBoard."""
+
+import csv
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rfscaling.data import make_generator, power_law_eigen_task, sample_eigen_ensemble, sample_eigen_validation
+from rfscaling.dynamics import DynamicsParams, EulerDynamics, State, simulate
+from rfscaling.hooks import (
+    METRICS_COLUMNS,
+    BudgetHook,
+    CheckpointHook,
+    EarlyStoppingHook,
+    EigenmodeHook,
+    RunInfo,
+    Snapshot,
+    StopRequest,
+    TensorBoardHook,
+    TheoryCurve,
+    load_checkpoint,
+    log_spaced_steps,
+)
+from rfscaling.theory import predict
+
+F64 = torch.float64
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _setup(N=60, P=20, D=3, R=3, noise=0.3, T=0.0, seed=0, n_steps=300, n_evals=12):
+    task = power_law_eigen_task(N, 1.0, 1.0, label_noise=noise, teacher="random")
+    data = sample_eigen_ensemble(task, P, D, R, make_generator(seed, "data"), dtype=F64)
+    dyn = EulerDynamics(data, DynamicsParams(temperature=T))
+    steps = log_spaced_steps(n_steps, n_evals)
+    times = steps * dyn.dt
+    pred = predict(task.eigenvalues, task.target_second_moment, P, times, label_noise=noise, temperature=T)
+    info = RunInfo(task.eigenvalues, times, steps, dyn.dt, D, R, P, {"data.P": P}, TheoryCurve.from_prediction(pred))
+    return task, data, dyn, info
+
+
+class Recorder:
+    def __init__(self, stop_at=None):
+        self.calls, self.snaps, self.stop_at = [], [], stop_at
+
+    def on_start(self, info):
+        self.calls.append(("start", info))
+
+    def on_eval(self, snap):
+        self.calls.append(("eval", snap))
+        self.snaps.append(snap)
+        if self.stop_at is not None and snap.index == self.stop_at:
+            return StopRequest("recorder says stop")
+        return None
+
+    def on_end(self, summary):
+        self.calls.append(("end", summary))
+
+
+def _run(dyn, data, info, hooks, seed=1, state=None):
+    state = state or dyn.init(make_generator(seed, "dyn"))
+    return simulate(dyn, state, info, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
+                    progress=False, chunk=7)
+
+
+def test_log_spaced_steps():
+    s = log_spaced_steps(1000, 20)
+    assert s[0] == 0 and s[-1] == 1000 and np.all(np.diff(s) > 0)
+    r = s[2:] / s[1:-1]
+    assert r.max() <= 2.0 and len(s) <= 21
+    assert list(log_spaced_steps(3, 10)) == [0, 1, 2, 3]
+
+
+def test_protocol_snapshots_are_immutable_and_log_spaced():
+    _, data, dyn, info = _setup(T=0.01)
+    rec, rec2 = Recorder(), Recorder()
+    state, summary = _run(dyn, data, info, [rec, rec2])
+    kinds = [c[0] for c in rec.calls]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("eval") == len(info.eval_steps)
+    assert all(isinstance(c[1], Snapshot) for c in rec.calls if c[0] == "eval")
+    assert [s.step for s in rec.snaps] == list(info.eval_steps)
+    np.testing.assert_allclose([s.time for s in rec.snaps], info.eval_times, rtol=1e-12)
+    # both hooks get the same snapshot object; it is frozen and owns its tensors
+    assert all(a is b for a, b in zip(rec.snaps, rec2.snaps))
+    snap = rec.snaps[3]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snap.time = 0.0
+    before = snap.weights.clone()
+    state.weights.add_(1.0)  # mutate the live state: the snapshot must not change
+    assert torch.equal(snap.weights, before)
+    assert snap.weights.data_ptr() != rec.snaps[4].weights.data_ptr()
+    assert summary.completed and summary.stop_reason == "completed"
+    assert summary.compute_macs == 2 * 20 * 60 * 9 * int(info.eval_steps[-1])
+    # theory point attached at the right time
+    assert snap.theory.generalization_error == pytest.approx(info.theory.generalization_error[3])
+
+
+def test_stop_request_halts_with_reason():
+    _, data, dyn, info = _setup()
+    rec = Recorder(stop_at=4)
+    state, summary = _run(dyn, data, info, [rec])
+    assert len(rec.snaps) == 5 and state.step == info.eval_steps[4]
+    assert summary.stop_reason == "recorder says stop" and not summary.completed
+
+
+def test_eigenmode_hook_files(tmp_path):
+    _, data, dyn, info = _setup()
+    hook = EigenmodeHook(tmp_path)
+    _run(dyn, data, info, [hook])
+    with open(tmp_path / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0].keys()) == METRICS_COLUMNS and len(rows) == len(info.eval_steps)
+    for r in rows:
+        assert float(r["bias"]) + float(r["variance"]) == pytest.approx(float(r["E_g"]), rel=1e-9, abs=1e-15)
+        assert math.isfinite(float(r["E_g_theory"]))
+    z = np.load(tmp_path / "modes.npz")
+    T, N = len(rows), 60
+    for k in ("mode_error", "mode_error_theory", "mode_bias", "mode_variance", "mode_bias_theory"):
+        assert z[k].shape == (T, N)
+    np.testing.assert_allclose(z["times"], info.eval_times)
+    np.testing.assert_allclose(z["mode_error"].sum(1), [float(r["E_g"]) for r in rows], rtol=1e-9)
+    np.testing.assert_allclose(z["eigenvalues"], info.eigenvalues)
+
+
+def test_early_stopping_records_optimum_and_halts_only_when_asked():
+    task, data, dyn, info = _setup(N=200, P=40, D=4, R=2, noise=0.5, n_steps=3000, n_evals=30)
+    val = sample_eigen_validation(task, data, 400, make_generator(9))
+    watch = EarlyStoppingHook(val, patience=3, halt=False)
+    _run(dyn, data, info, [watch])
+    res = watch.result()
+    vals = np.array([h["validation_error"] for h in watch.history])
+    assert len(vals) == len(info.eval_steps)  # did not halt
+    i = int(np.argmin(vals))
+    assert res["stopping_time"] == pytest.approx(info.eval_times[i])
+    assert res["E_g"] == pytest.approx(watch.history[i]["E_g"])
+    assert res["patience_exhausted_at_time"] is not None  # label noise: an interior optimum
+    assert 0 < res["stopping_time"] < info.eval_times[-1]
+    assert res["theory_optimum_time"] < info.eval_times[-1]
+    # validation error tracks E_g + label noise
+    eg = np.array([h["E_g"] for h in watch.history])
+    assert np.all(np.abs(vals - (eg + 0.5)) < 0.25 * (eg + 0.5))
+    halting = EarlyStoppingHook(val, patience=3, halt=True)
+    rec = Recorder()
+    _, summary = _run(dyn, data, info, [halting, rec])
+    assert summary.stop_reason.startswith("early stopping")
+    assert rec.snaps[-1].time == pytest.approx(res["patience_exhausted_at_time"])
+
+
+def test_checkpoint_resume_is_bit_identical(tmp_path):
+    """Run A uninterrupted; run B stops after 5 evaluations (a resumable budget stop, i.e. a
+    'kill' after a checkpoint), then a fresh process-like setup resumes from the checkpoint.
+    Final weights, generator state and every recorded row are bit-identical (CPU)."""
+    _, data, dyn, info = _setup(T=0.02, n_steps=400, n_evals=15)
+    eig_a = EigenmodeHook()
+    state_a, _ = _run(dyn, data, info, [eig_a])
+
+    eig_b = EigenmodeHook()
+    ck = CheckpointHook(tmp_path, every=2, stateful={"eigenmode": eig_b}, identity="run-x")
+    _run(dyn, data, info, [eig_b, BudgetHook(max_evals=5), ck])
+    ckpt = load_checkpoint(tmp_path, "run-x")
+    assert ckpt["index"] == 4 and not ckpt["finished"]
+    with pytest.raises(ValueError, match="different configuration"):
+        load_checkpoint(tmp_path, "run-y")
+
+    eig_c = EigenmodeHook()
+    eig_c.load_state_dict(ckpt["hooks"]["eigenmode"])
+    gen = make_generator(123)  # any seed: the state is restored
+    gen.set_state(ckpt["rng_state"])
+    state = State(ckpt["weights"], ckpt["step"], ckpt["time"], gen)
+    info_c = dataclasses.replace(info, start_index=ckpt["index"] + 1)
+    ck2 = CheckpointHook(tmp_path, every=2, stateful={"eigenmode": eig_c}, identity="run-x")
+    state_c, summary = _run(dyn, data, info_c, [eig_c, ck2], state=state)
+    assert summary.completed
+    assert torch.equal(state_c.weights, state_a.weights)
+    assert torch.equal(state_c.generator.get_state(), state_a.generator.get_state())
+    assert eig_c.rows == eig_a.rows
+    assert load_checkpoint(tmp_path)["finished"]
+
+
+def test_tensorboard_hook_writes_overlays_images_and_hparams(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, data, dyn, info = _setup(n_evals=6)
+    tb = TensorBoardHook(tmp_path / "tb", hparams={"data.P": 20, "dynamics.name": "gradient_flow"})
+    _run(dyn, data, info, [tb])
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    n = len(info.eval_steps)
+    for q in ("E_g", "bias", "variance", "train_error"):
+        emp, th = acc.Scalars(f"{q}/empirical"), acc.Scalars(f"{q}/theory")
+        assert len(emp) == n and len(th) == n
+    np.testing.assert_allclose([e.value for e in acc.Scalars("E_g/theory")],
+                               info.theory.generalization_error, rtol=1e-6)
+    assert len(acc.Images("modes/error")) == n
+    img = acc.Images("modes/error")[0]
+    assert img.width > 100 and img.height > 100
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    plugins = {}
+    for path in sorted((tmp_path / "tb").rglob("events.out.tfevents.*")):
+        for ev in EventFileLoader(str(path)).Load():
+            for v in ev.summary.value:
+                plugins.setdefault(v.metadata.plugin_data.plugin_name, set()).add(v.tag)
+    assert "custom_scalars" in plugins, "custom scalar layout missing"
+    assert "hparams" in plugins, "hparams missing"
+    # the layout pairs each empirical curve with its theory on one Multiline chart
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    layouts = [ev for path in (tmp_path / "tb").rglob("events.out.tfevents.*") for ev in EventFileLoader(str(path)).Load()
+               for v in ev.summary.value if v.metadata.plugin_data.plugin_name == "custom_scalars"]
+    assert layouts
+    value = [v for v in layouts[0].summary.value if v.metadata.plugin_data.plugin_name == "custom_scalars"][0]
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(value.tensor.string_val[0])
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    assert charts["E_g"] == ["E_g/empirical", "E_g/theory"]

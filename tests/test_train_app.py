@@ -1,0 +1,126 @@
+"""The training app: run files and their consistency, the Hydra command line (single run, bad
+input, two-value multirun), and resuming a checkpointed run with the same command."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rfscaling.data import ProblemSpec
+from rfscaling.dynamics import DynamicsParams
+from rfscaling.hooks import METRICS_COLUMNS
+from rfscaling.train import HookSpec, TrainSpec, train
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = ["model.N=48", "data.P=24", "ensemble.datasets=2", "ensemble.replicas=2", "dynamics.t_max=5",
+        "dynamics.n_evals=8", "hooks.tensorboard=false", "device=cpu"]
+
+
+def _read_csv(path):
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    return rows
+
+
+def _check_run_dir(d: Path, n_modes: int):
+    rows = _read_csv(d / "metrics.csv")
+    assert tuple(rows[0].keys()) == METRICS_COLUMNS
+    assert len(rows) >= 1
+    for r in rows:
+        vals = {k: float(v) for k, v in r.items()}
+        assert all(np.isfinite(v) for k, v in vals.items() if k != "time"), r
+        assert vals["bias"] + vals["variance"] == pytest.approx(vals["E_g"], rel=1e-9, abs=1e-14)
+        assert vals["bias_theory"] + vals["variance_theory"] == pytest.approx(vals["E_g_theory"], rel=1e-7)
+    times = [float(r["time"]) for r in rows]
+    assert times == sorted(times)
+    z = np.load(d / "modes.npz")
+    assert z["mode_error"].shape == (len(rows), n_modes) == z["mode_error_theory"].shape
+    np.testing.assert_allclose(z["mode_error"].sum(1), [float(r["E_g"]) for r in rows], rtol=1e-9)
+    s = json.loads((d / "summary.json").read_text())
+    for key in ("final", "early_stopping", "wall_time_s", "compute_macs", "dt", "stop_reason"):
+        assert key in s
+    assert s["final"]["E_g"] == pytest.approx(float(rows[-1]["E_g"]))
+    return rows, s
+
+
+def test_train_api_writes_consistent_run_files(tmp_path):
+    spec = TrainSpec(
+        problem=ProblemSpec(P=32, N=64, label_noise=0.2, datasets=3, replicas=3, dtype=torch.float64, teacher="random"),
+        params=DynamicsParams(), t_max=20.0, n_evals=12,
+        hooks=HookSpec(tensorboard=True, progress=False, patience=3), hparams={"data.P": 32},
+    )
+    rows, s = _check_run_dir(tmp_path, 64) if train(spec, tmp_path) else (None, None)
+    assert (tmp_path / "tensorboard").is_dir() and any((tmp_path / "tensorboard").iterdir())
+    steps = [int(r["step"]) for r in rows]
+    assert s["compute_macs"] == 2 * 32 * 64 * 9 * steps[-1]
+    assert s["n_steps"] == steps[-1] and s["final"]["time"] == pytest.approx(steps[-1] * s["dt"])
+    assert s["dt"] == pytest.approx(1.0 / s["lambda_max"])
+    es = s["early_stopping"]
+    assert es["stopping_time"] in [float(r["time"]) for r in rows]
+    # exact integrator and bayes run through the same app
+    s2 = train(replace(spec, integrator="exact", hooks=replace(spec.hooks, tensorboard=False)), tmp_path / "exact")
+    _check_run_dir(tmp_path / "exact", 64)
+    assert s2["integrator"] == "exact"
+    s3 = train(replace(spec, dynamics="bayes", params=DynamicsParams(0.2, 0.2), hooks=replace(spec.hooks, tensorboard=False)),
+               tmp_path / "bayes")
+    rows3, _ = _check_run_dir(tmp_path / "bayes", 64)
+    assert len(rows3) == 1 and rows3[0]["time"] == "inf" and s3["compute_macs"] == 0
+
+
+def _cli(args, cwd, timeout=240):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "rfscaling.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    p = _cli([*TINY, f"hydra.run.dir={tmp_path / 'bad'}", "data.P=-3"], tmp_path)
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "it/s" not in ln]
+    assert len(lines) == 1 and "data.P" in lines[0] and "Traceback" not in p.stderr
+
+
+def test_cli_two_value_multirun(tmp_path):
+    """``-m data.P=16,24`` runs twice in a subprocess; each run dir has .hydra/ and consistent files."""
+    sweep = tmp_path / "sweep"
+    p = _cli(["-m", *TINY, "data.P=16,24", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    dirs = sorted(d for d in sweep.iterdir() if d.is_dir())
+    assert [d.name for d in dirs] == ["0", "1"]
+    Ps = []
+    for d in dirs:
+        assert (d / ".hydra" / "config.yaml").exists()
+        _, s = _check_run_dir(d, 48)
+        Ps.append(s["P"])
+    assert Ps == [16, 24]
+
+
+@pytest.mark.slow
+def test_cli_resume_with_the_same_command_is_bit_identical(tmp_path):
+    """A run with a per-process budget of 3 evaluations, checkpointing every 2, re-run with the
+    same command until done, ends with exactly the files of an uninterrupted run."""
+    common = [*TINY, "dynamics=langevin", "dynamics.temperature=0.01", "dynamics.n_evals=12",
+              "hooks.checkpoint.enabled=true", "hooks.checkpoint.every=2"]
+    full = _cli([*common, f"hydra.run.dir={tmp_path / 'full'}"], tmp_path)
+    assert full.returncode == 0, full.stderr[-3000:]
+    cmd = [*common, "+hooks.budget.max_evals=3", f"hydra.run.dir={tmp_path / 'parts'}"]
+    for attempt in range(8):
+        p = _cli(cmd, tmp_path)
+        assert p.returncode == 0, p.stderr[-3000:]
+        s = json.loads((tmp_path / "parts" / "summary.json").read_text())
+        if not s["resumable"]:
+            break
+    assert attempt >= 2 and s["resumed_from"] is not None
+    assert _read_csv(tmp_path / "parts" / "metrics.csv") == _read_csv(tmp_path / "full" / "metrics.csv")
+    a, b = np.load(tmp_path / "parts" / "modes.npz"), np.load(tmp_path / "full" / "modes.npz")
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k])
