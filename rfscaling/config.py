@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -103,6 +103,7 @@ NONLINEARITIES = ("relu", "tanh", "erf", "identity")
 DYNAMICS = ("gradient_flow", "weight_decay", "langevin", "bayes")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+INTEGRATORS = ("euler", "exact", "auto")
 #: Number of samples available in each real data set (upper bound on data.pool_size).
 #: digits: sklearn.datasets.load_digits (1797). mnist1d is generated, so it has no fixed cap.
 REAL_DATA_SIZES = {"digits": 1797}
@@ -147,6 +148,7 @@ class DynamicsConfig:
     dt: Optional[float] = None  # null: chosen for stability
     t_max: float = 1000.0
     n_evals: int = 40  # log-spaced evaluation times
+    integrator: str = "euler"  # euler | exact | auto (exact when Euler would cost > 5e10 multiply-adds)
 
 
 @dataclass
@@ -167,6 +169,7 @@ class EarlyStoppingConfig:
     enabled: bool = True
     patience: int = 5  # evaluations without improvement of the monitored error
     halt: bool = False  # stop training (true) or only record the optimum (false)
+    validation_size: Optional[int] = None  # held-out samples per data set; null means P
 
 
 @dataclass
@@ -176,9 +179,18 @@ class CheckpointConfig:
 
 
 @dataclass
+class BudgetConfig:
+    max_evals: Optional[int] = None  # evaluations per process before a resumable stop; null: no limit
+    max_wall_s: Optional[float] = None  # wall-clock seconds per process; null: no limit
+
+
+@dataclass
 class HooksConfig:
     eigenmode: bool = True  # per-eigenmode error tracking
-    tensorboard: bool = False
+    tensorboard: bool = True
+    progress: bool = True  # tqdm progress bar
+    image_every: int = 1  # per-mode image in TensorBoard every k evaluations
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
@@ -187,7 +199,8 @@ class HooksConfig:
 class TrainConfig:
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float64"
+    dtype: str = "float32"
+    threads: Optional[int] = None  # torch CPU threads; null: torch's default
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
@@ -275,6 +288,7 @@ class DynamicsSettings:
     dt: Optional[float]  # None: the integrator chooses a stable step
     t_max: float
     n_evals: int
+    integrator: str = "euler"
 
     @property
     def has_stationary_limit(self) -> bool:
@@ -300,6 +314,7 @@ class EarlyStoppingSettings:
     enabled: bool
     patience: int
     halt: bool
+    validation_size: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -314,6 +329,10 @@ class HooksSettings:
     tensorboard: bool
     early_stopping: EarlyStoppingSettings
     checkpoint: CheckpointSettings
+    progress: bool = True
+    image_every: int = 1
+    max_evals: Optional[int] = None
+    max_wall_s: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -321,6 +340,7 @@ class Settings:
     seed: int
     device: str  # resolved: "cpu", "cuda" or "cuda:K" (never "auto")
     dtype: str
+    threads: Optional[int]  # torch CPU threads; None: torch default
     data: DataSettings
     model: ModelSettings
     dynamics: DynamicsSettings
@@ -557,7 +577,9 @@ def settings_from_config(cfg: Any) -> Settings:
         raise ConfigError("<config>", type(cfg).__name__, "must be a mapping / DictConfig")
 
     seed = top.int_("seed", lo=0, hi=2**63 - 1, what="must be an integer in [0, 2**63 - 1]", default=0)
-    dtype = top.choice("dtype", DTYPES, default="float64")
+    dtype = top.choice("dtype", DTYPES, default="float32")
+    threads = top.int_("threads", lo=1, optional=True, default=None,
+                       what="must be a positive integer (torch CPU threads) or null")
     device_raw = top.raw("device", "auto")
 
     # ---- data
@@ -612,6 +634,7 @@ def settings_from_config(cfg: Any) -> Settings:
     dt = ry.float_("dt", lo=0.0, lo_open=True, optional=True, default=None)
     t_max = ry.float_("t_max", lo=0.0, lo_open=True)
     n_evals = ry.int_("n_evals", lo=2, what="must be an integer >= 2")
+    integrator = ry.choice("integrator", INTEGRATORS, default="euler")
     if dt is not None and dt > t_max:
         raise ConfigError(ry.key("dt"), dt, f"must be <= dynamics.t_max={t_max:g}")
     if name == "gradient_flow":
@@ -665,17 +688,26 @@ def settings_from_config(cfg: Any) -> Settings:
                 enabled=res.bool_("enabled"),
                 patience=res.int_("patience", lo=1),
                 halt=res.bool_("halt", default=False),
+                validation_size=res.int_("validation_size", lo=1, optional=True, default=None),
             ),
             checkpoint=CheckpointSettings(enabled=rc.bool_("enabled"), every=rc.int_("every", lo=1)),
+            progress=rh.bool_("progress", default=True),
+            image_every=rh.int_("image_every", lo=1, default=1),
         )
+        rb = rh.sub("budget", required=False)
+        if rb is not None:
+            hooks = replace(hooks, max_evals=rb.int_("max_evals", lo=1, optional=True, default=None),
+                            max_wall_s=rb.float_("max_wall_s", lo=0.0, lo_open=True, optional=True,
+                                                 default=None))
 
     settings_wo_device = dict(
         seed=seed,
         dtype=dtype,
+        threads=threads,
         data=DataSettings(**data),
         model=ModelSettings(N=N, kind=model_kind, nonlinearity=nonlinearity, M=M),
         dynamics=DynamicsSettings(name=name, weight_decay=wd, temperature=temp, init_variance=init_var,
-                                  dt=dt, t_max=t_max, n_evals=n_evals),
+                                  dt=dt, t_max=t_max, n_evals=n_evals, integrator=integrator),
         theory=theory,
         ensemble=ensemble,
         hooks=hooks,

@@ -268,17 +268,6 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _get(cfg, dotted: str, default=None):
-    """Read an optional key defensively (keys the schema may not define yet)."""
-    from omegaconf import OmegaConf
-
-    try:
-        v = OmegaConf.select(cfg, dotted, default=default)
-    except Exception:
-        return default
-    return default if v is None else v
-
-
 def _flat(d: Mapping, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -306,19 +295,12 @@ def spec_from_config(cfg) -> TrainSpec:
         replicas=ens.replicas if ens else 4, seed=s.seed, dtype=resolve_dtype(s.dtype), device=s.device,
     )
     h = s.hooks
-    hooks = HookSpec(
-        eigenmode=h.eigenmode if h else True,
-        tensorboard=h.tensorboard if h else True,
-        image_every=int(_get(cfg, "hooks.image_every", 1)),
-        early_stopping=h.early_stopping.enabled if h else True,
-        patience=h.early_stopping.patience if h else 5,
-        halt=h.early_stopping.halt if h else False,
-        validation_size=_get(cfg, "hooks.early_stopping.validation_size", None),
-        checkpoint=h.checkpoint.enabled if h else False,
-        checkpoint_every=h.checkpoint.every if h else 10,
-        progress=bool(_get(cfg, "hooks.progress", True)),
-        max_evals=_get(cfg, "hooks.budget.max_evals", None),
-        max_wall_s=_get(cfg, "hooks.budget.max_wall_s", None),
+    es = h.early_stopping if h else None
+    hooks = HookSpec() if h is None else HookSpec(
+        eigenmode=h.eigenmode, tensorboard=h.tensorboard, image_every=h.image_every,
+        early_stopping=es.enabled, patience=es.patience, halt=es.halt, validation_size=es.validation_size,
+        checkpoint=h.checkpoint.enabled, checkpoint_every=h.checkpoint.every, progress=h.progress,
+        max_evals=h.max_evals, max_wall_s=h.max_wall_s,
     )
     container = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, Mapping) else dict(cfg)
     hparams = {k: v for k, v in _flat({k: container[k] for k in ("data", "model", "dynamics", "ensemble", "seed")
@@ -327,8 +309,8 @@ def spec_from_config(cfg) -> TrainSpec:
         problem=problem,
         dynamics=dy.name,
         params=DynamicsParams(dy.weight_decay, dy.temperature, dy.init_variance),
-        integrator=str(_get(cfg, "dynamics.integrator", "auto")),
-        threads=_get(cfg, "threads", 1),
+        integrator=dy.integrator,
+        threads=s.threads,
         dt=dy.dt,
         t_max=dy.t_max,
         n_evals=dy.n_evals,

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.linalg import blas
 
 from .kappa import kappa_on_contour, kappa_real
-from .laplace import WINDOW, time_windows, unit_hyperbola
+from .laplace import time_windows, unit_hyperbola
 
 __all__ = ["Prediction", "predict"]
 

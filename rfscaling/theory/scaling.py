@@ -39,6 +39,7 @@ __all__ = [
     "ScalingLaw",
     "predicted_exponents",
     "time_limited_error",
+    "kick_error",
     "model_limited_error",
     "langevin_variance",
     "langevin_optimal_time",
@@ -53,6 +54,7 @@ __all__ = [
 
 REGIMES = (
     "time",            # noiseless gradient flow, P, N >> k*(t)
+    "time_saturated",  # noiseless gradient flow, beta > 2(1+alpha), P^(1/(beta-1-2alpha)) << k*(t) << P
     "data",            # noiseless, t = inf (ridgeless), N = inf
     "model",           # P, t -> inf, P >> N
     "early_stopping",  # label noise, gradient flow stopped at the optimal time, N = inf
@@ -105,11 +107,16 @@ def predicted_exponents(alpha: float, beta: float, regime: str | None = None) ->
     kstar = "k*(t) = (P lam_1 t)^(1/(1+alpha))"
     laws = [
         ScalingLaw("time", "E_g", "t", -b * q, "-beta/(1+alpha)",
-                   f"noiseless gradient flow, {kstar} << min(P, N)",
-                   "E_g -> c Gamma(beta/(1+alpha))/(1+alpha) (2 P lam_1 t)^(-beta/(1+alpha)); no saturation"),
+                   f"noiseless gradient flow, {kstar} << min(P, N); if beta > 2(1+alpha) also "
+                   "k* << P^(1/(beta-1-2alpha))",
+                   "E_g -> c Gamma(beta/(1+alpha))/(1+alpha) (2 P lam_1 t)^(-beta/(1+alpha))"),
         ScalingLaw("time", "E_g", "P", -b * q, "-beta/(1+alpha)",
-                   f"noiseless gradient flow at fixed t, {kstar} << min(P, N)",
+                   f"noiseless gradient flow at fixed t, {kstar} << min(P, N) (and as above)",
                    "E_g depends on P and t only through P t"),
+        ScalingLaw("time_saturated", "E_g", "t", -(1.0 + 2.0 * a) * q, "-(1+2alpha)/(1+alpha)",
+                   "noiseless gradient flow, beta > 2(1+alpha), P^(1/(beta-1-2alpha)) << k*(t) << P",
+                   "finite-P 'kick' of the top modes frozen into the unlearned ones: "
+                   "(S_W/P) lam_1^2 q Gamma(2-q) (2 P lam_1 t)^(q-2), S_W = sum_i W_i/lam_i"),
         ScalingLaw("data", "E_g", "P", -bs, "-min(beta, 2(1+alpha))",
                    "noiseless, t = inf (ridgeless interpolant), N = inf" + sat,
                    "kappa_0 ∝ P^-(1+alpha); bias kappa_0^2 sum lam W/(lam+kappa_0)^2 saturates at kappa_0^2"),
@@ -147,7 +154,8 @@ def predicted_exponents(alpha: float, beta: float, regime: str | None = None) ->
         ScalingLaw("langevin", "t*", "P", (a - b) / (1.0 + b), "(alpha-beta)/(1+beta)",
                    "as above", "beta = alpha: t* -> (c/lam_1) alpha / (2 (1+alpha) T), independent of P"),
         ScalingLaw("compute", "E_g", "f", -b / (2.0 + a), "-beta/(2+alpha)",
-                   "noiseless gradient flow at fixed P, frontier over N and t, 1 << N* << P",
+                   "noiseless gradient flow at fixed P, frontier over N and t, 1 << N* << P; "
+                   "if beta > 2(1+alpha) also N* << P^(1/(beta-1-2alpha))",
                    "f = 2 P N t lambda_max, lambda_max ≈ P lam_1; E ≈ A (P t)^-beta/(1+alpha) + B N^-beta"),
         ScalingLaw("compute", "N*", "f", 1.0 / (2.0 + a), "1/(2+alpha)", "as above",
                    "N* ≈ k*(t*): the model is as wide as the number of learned modes"),
@@ -173,6 +181,23 @@ def time_limited_error(t, P, alpha, beta, lam_1=1.0, c=1.0):
     """Noiseless gradient flow, N = P = inf continuum: c Gamma(b/(1+a))/(1+a) (2 P lam_1 t)^(-b/(1+a))."""
     a, b = _check_ab(alpha, beta)
     return c * _gamma(b / (1 + a)) / (1 + a) * (2.0 * P * lam_1 * np.asarray(t, dtype=float)) ** (-b / (1 + a))
+
+
+def kick_error(t, P, alpha, beta, lam_1=1.0, c=1.0):
+    """Finite-P term of noiseless gradient flow that dominates for beta > 2(1+alpha):
+    (S_W / P) lam_1^2 q Gamma(2-q) (2 P lam_1 t)^(q-2), S_W = sum_i W_i/lam_i = c zeta(beta-1-2alpha)/lam_1^2.
+
+    Each learned mode i, while relaxing (time ~ 1/(P lam_i)), pushes every unlearned mode j by
+    -(X_j.X_i)/|X_i|^2 v_i(0); the push stays until j is learned: lam_j E[v_j^2] = lam_j^2 S_W / P."""
+    from scipy.special import zeta
+
+    a, b = _check_ab(alpha, beta)
+    if b <= 2 * (1 + a):
+        raise ValueError("kick_error: S_W converges only for beta > 2(1+alpha)")
+    q = 1.0 / (1.0 + a)
+    s_w = c * float(zeta(b - 1.0 - 2.0 * a)) / lam_1**2
+    x = 2.0 * P * lam_1 * np.asarray(t, dtype=float)
+    return s_w / P * lam_1**2 * q * _gamma(2 - q) * x ** (q - 2)
 
 
 def model_limited_error(N, beta, c=1.0):
@@ -524,6 +549,21 @@ def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = No
                         tail_power=tail).variance_langevin
             v = v + _langevin_tail(t, N, a, temperature, lam_1)
             add("variance_langevin", "t", t, v, f"P=1e8, N={N}+tail, T={temperature}")
+    if regime == "time_saturated":
+        if b <= 2 * (1 + a):
+            return out                      # no such regime
+        P = 1e8
+        lo = 3.0 * P ** (1.0 / (b - 1 - 2 * a))    # kick term >> time term: (lo^(b-1-2a)/P) >> 1
+        hi = 1e4 if full else 3e3                  # k*/P <= 1e-4
+        if hi < 5 * lo:
+            raise ValueError(f"time_saturated: beta={b} too close to 2(1+alpha) for a clean range at P=1e8 "
+                             f"(needs 3 P^(1/(beta-1-2alpha)) = {lo:.3g} << k* << P)")
+        ks = np.geomspace(lo, hi, int(np.log10(hi / lo) * 4) + 1)
+        N = _n_modes(hi, mult=30)
+        lam, w2, tail = _task(N, a, b, lam_1, c)
+        t = ks ** (1 + a) / (P * lam_1)
+        E = predict(lam, w2, int(P), t, modes=False, tail_power=tail).generalization_error
+        add("E_g", "t", t, E, f"P=1e8, N={N}+tail, sigma^2=0, k*={lo:.3g}..{hi:.3g}")
     if regime == "data":
         Ps = np.unique(_p_grid(30, 1e4 if full else 3e3, 4).astype(int))
         E = []
@@ -605,6 +645,11 @@ def exponent_table(alpha: float, beta: float, *, size: str = "quick", regimes=No
 
     rows = []
     for regime in regimes or REGIMES[:-2]:
-        for m in measure(regime, alpha, beta, size=size, **kw):
-            rows.append(m.row())
+        try:
+            ms = measure(regime, alpha, beta, size=size, **kw)
+        except ValueError:
+            if regime == "time_saturated":   # no clean range for this beta: not measured
+                continue
+            raise
+        rows.extend(m.row() for m in ms)
     return pd.DataFrame(rows)
