@@ -323,9 +323,14 @@ def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
     kf = np.concatenate([k1, np.conj(k1)])
     sf = np.concatenate([s, np.conj(s)])
     wf = np.concatenate([w, np.conj(w)])                                     # w(-theta) = conj(w)
-    E12, M0, M1, M2 = _gram_full(A1, [lw / P, np.ones(N), lam, lam**2])
-    G_b = M0 * np.outer(kf, kf) + M1 * (kf[:, None] + kf[None, :])
-    one_m_G = np.where(np.abs(M2) <= np.abs(G_b), P - M2, (P - N) + G_b) / P
+    E12, M2 = _gram_full(A1, [lw / P, lam**2])
+    one_m_G = (P - M2) / P
+    # P - M2 loses digits only where it nearly vanishes (P ~ N, kappa -> 0): there use the exact
+    # complementary form (P - N) + sum (k1 k2 + lam (k1 + k2)) A1 A2, which needs two more Grams
+    if np.any(np.abs(P - M2) < 1e-5 * np.abs(M2)):
+        M0, M1 = _gram_full(A1, [np.ones(N), lam])
+        G_b = M0 * np.outer(kf, kf) + M1 * (kf[:, None] + kf[None, :])
+        one_m_G = np.where(np.abs(M2) <= np.abs(G_b), P - M2, (P - N) + G_b) / P
     Q = E12 / one_m_G
     ef = wf[:, None] * np.exp(sf[:, None] * tg[None, :]) / sf[:, None]       # (2n, Tg)
     c = ef * kf[:, None]
