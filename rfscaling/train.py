@@ -9,19 +9,29 @@ Each run directory (``runs/<date>/<time>-train`` or ``hydra.run.dir``) holds ``.
 ``metrics.csv`` (time, step, E_g, E_g_theory, bias, bias_theory, variance, variance_theory,
 train_error, train_error_theory), ``modes.npz``, ``summary.json``, ``tensorboard/`` (when
 ``hooks.tensorboard=true``) and ``checkpoints/`` (when ``hooks.checkpoint.enabled=true``).
-Re-running the same command in the same run directory resumes from the last checkpoint.
+Re-running the same command in the same run directory resumes from the last checkpoint; in the
+directory of a finished run (summary.json of the same configuration identity) it does nothing.
 
 Layers: :func:`main` (Hydra) -> :func:`spec_from_config` (the edge: config -> typed
-:class:`TrainSpec`) -> :func:`train` (typed arguments only). Bad input: one line, exit 2.
+:class:`TrainSpec`) -> :func:`train` (typed arguments only).
+
+Exit status of the app (each failure is one ``error: ...`` line on stderr, no traceback):
+0 done (or already done), 2 bad input (including an unstable ``dynamics.dt``),
+3 training diverged (:class:`TrainingDiverged`), 128 + signal number on SIGINT/SIGTERM
+(130/143; TensorBoard flushed, files written so far kept; re-run to resume).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 import time as _time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,34 +40,62 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from rfscaling.data import ProblemSpec, make_generator, make_problem, resolve_dtype
+from rfscaling.data import ProblemSpec, derive_seed, make_generator, make_problem, random_streams, resolve_dtype
 from rfscaling.dynamics import (
     DynamicsParams,
     EulerDynamics,
     ExactDynamics,
     PosteriorDynamics,
     State,
+    hessian_top_eigenvalue,
     simulate,
 )
+from rfscaling.errors import ConfigError
 from rfscaling.hooks import (
     BudgetHook,
     CheckpointHook,
+    Divergence,
     EarlyStoppingHook,
     EigenmodeHook,
     RunInfo,
     TensorBoardHook,
+    atomic_write,
     load_checkpoint,
     log_spaced_steps,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainSpec", "HookSpec", "train", "spec_from_config", "main", "INTEGRATORS"]
+__all__ = ["TrainSpec", "HookSpec", "TrainingDiverged", "RunInterrupted", "train", "completed_summary",
+           "spec_from_config", "main", "INTEGRATORS", "EXIT_DIVERGED"]
 
 INTEGRATORS = ("euler", "exact", "auto")
 #: integrator=auto uses Euler when the run costs at most this many multiply-adds
 #: (t_max * lambda_max steps x 2 P N D R; ~20 s on one core), else the exact integrator.
 AUTO_MAX_EULER_MACS = 5e10
+#: Exit status of the app when training diverged (2 is bad input, 128 + n a signal).
+EXIT_DIVERGED = 3
+#: Name of the noise stream of the dynamics (initialisation, Langevin noise, posterior draws).
+DYNAMICS_STREAM = "dynamics"
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced non-finite weights or errors. ``divergence`` says where and the likely
+    cause; ``summary`` is the summary.json written for the run (outputs up to the last finite
+    evaluation are on disk, the last finite checkpoint is kept)."""
+
+    def __init__(self, divergence: Divergence, summary: dict) -> None:
+        super().__init__(divergence.message())
+        self.divergence = divergence
+        self.summary = summary
+
+
+class RunInterrupted(BaseException):
+    """Raised by the app's SIGINT/SIGTERM handlers (a BaseException, like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = int(signum)
 
 
 @dataclass(frozen=True)
@@ -112,20 +150,41 @@ def _identity(spec: TrainSpec) -> str:
 
 
 def _make_dynamics(spec: TrainSpec, data):
+    """The integrator of ``spec``. An explicit ``dt`` at or above the Euler stability bound
+    2/lambda_max(H) is a ConfigError on ``dynamics.dt`` (the exact integrator has no bound)."""
     if spec.dynamics == "bayes":
         return PosteriorDynamics(data, spec.params)
-    euler = EulerDynamics(data, spec.params, dt=spec.dt)
+    lam_max = float(hessian_top_eigenvalue(data.features, spec.params.weight_decay).max())
+    dt = float(spec.dt) if spec.dt is not None else 1.0 / lam_max
     integrator = spec.integrator
     if integrator == "auto":
-        steps = spec.t_max / euler.dt
-        integrator = "euler" if steps * euler.macs_per_step() <= AUTO_MAX_EULER_MACS else "exact"
+        steps = spec.t_max / dt
+        macs = steps * 2 * data.n_samples * data.n_modes * data.n_datasets * data.n_replicas
+        integrator = "euler" if macs <= AUTO_MAX_EULER_MACS else "exact"
         if integrator == "exact":
             log.info("integrator=auto: %.3g Euler steps (%.2g multiply-adds) for t_max=%g; using the exact "
-                     "integrator (dynamics.integrator=euler forces stepping)", steps,
-                     steps * euler.macs_per_step(), spec.t_max)
+                     "integrator (dynamics.integrator=euler forces stepping)", steps, macs, spec.t_max)
     if integrator == "exact":  # same time grid as the Euler run would have
-        return ExactDynamics(data, spec.params, dt=euler.dt)
-    return euler
+        return ExactDynamics(data, spec.params, dt=dt)
+    if dt * lam_max >= 2.0:
+        raise ConfigError("dynamics.dt", spec.dt,
+                          f"unstable Euler step: must be < {2.0 / lam_max:.6g} = 2/lambda_max(H) of the drawn "
+                          f"data (null picks 1/lambda_max = {1.0 / lam_max:.6g}; dynamics.integrator=exact has "
+                          "no bound)")
+    return EulerDynamics(data, spec.params, dt=dt, lambda_max=lam_max)
+
+
+def completed_summary(out_dir: str | os.PathLike, identity: str) -> Optional[dict]:
+    """The summary.json in ``out_dir`` if it is that of a finished run with this ``identity``
+    (not resumable, not diverged), else None."""
+    try:
+        summary = json.loads((Path(out_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(summary, dict) or summary.get("identity") != identity or summary.get("resumable", True)
+            or summary.get("divergence")):
+        return None
+    return summary
 
 
 def _f(x) -> Optional[float]:
@@ -133,9 +192,21 @@ def _f(x) -> Optional[float]:
     return x if math.isfinite(x) else None
 
 
-def train(spec: TrainSpec, out_dir: str | os.PathLike) -> dict:
-    """Run ``spec``, write the run files into ``out_dir`` and return the summary dict."""
+def train(spec: TrainSpec, out_dir: str | os.PathLike, *, skip_completed: bool = True) -> dict:
+    """Run ``spec``, write the run files into ``out_dir`` and return the summary dict.
+
+    If ``out_dir`` already holds the summary of a finished run of the same identity (and
+    ``skip_completed``), nothing is run: that summary is returned with ``"skipped": True``.
+    Raises :class:`TrainingDiverged` (after writing the files) when training diverges, and
+    ConfigError for an unstable explicit ``dt``. All result files are written atomically.
+    """
     t_start = _time.perf_counter()
+    identity = _identity(spec)
+    if skip_completed:
+        done = completed_summary(out_dir, identity)
+        if done is not None:
+            log.debug("run in %s already finished (identity %s): skipped", out_dir, identity)
+            return {**done, "skipped": True}
     if spec.threads is not None and str(spec.problem.device) == "cpu":
         # one thread is the robust default: the per-step kernels are small and two OpenMP
         # threads on a busy 2-core machine can be 5-20x slower than one
@@ -152,7 +223,8 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike) -> dict:
             if ps.kind == "digits":
                 pool = min(pool, 1797)
             val_size = max(1, min(val_size, pool - ps.P))
-    problem = make_problem(replace(ps, validation_size=val_size))
+    drawn = replace(ps, validation_size=val_size)
+    problem = make_problem(drawn)
     data = problem.data
     dyn = _make_dynamics(spec, data)
 
@@ -169,7 +241,6 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike) -> dict:
         p = spec.params
         curve = problem.theory(eval_times, p.weight_decay, p.temperature, p.init_variance, modes=spec.theory_modes)
 
-    identity = _identity(spec)
     hooks: list = []
     stateful: dict = {}
     eig_hook = EigenmodeHook(out)  # always on: it writes metrics.csv / modes.npz
@@ -190,7 +261,7 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike) -> dict:
     if hs.checkpoint:
         hooks.append(CheckpointHook(ckpt_dir, hs.checkpoint_every, stateful, identity))
 
-    gen = make_generator(ps.seed, "dynamics", device=data.features.device)
+    gen = make_generator(ps.seed, DYNAMICS_STREAM, device=data.features.device)
     state = dyn.init(gen)
     start_index = 0
     resumed_from = None
@@ -228,6 +299,7 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike) -> dict:
         "E_g_theory": _f(th.generalization_error) if th else None, "bias_theory": _f(th.bias) if th else None,
         "variance_theory": _f(th.variance) if th else None, "train_error_theory": _f(th.train_error) if th else None,
     }
+    div = summ.divergence
     summary = {
         "final": final,
         "early_stopping": es_hook.result() if es_hook else None,
@@ -235,6 +307,9 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike) -> dict:
         "completed": summ.completed,
         "resumable": summ.resumable,
         "resumed_from": resumed_from,
+        "divergence": None if div is None else {
+            "step": div.step, "time": _f(div.time), "index": div.index, "what": div.what, "cause": div.cause,
+            "last_good_step": div.last_good_step, "last_good_time": div.last_good_time},
         "wall_time_s": _time.perf_counter() - t_start,
         "loop_wall_time_s": summ.wall_time_s,
         "compute_macs": summ.compute_macs,
@@ -256,11 +331,31 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike) -> dict:
         "device": str(data.features.device),
         "dtype": str(data.features.dtype).replace("torch.", ""),
         "identity": identity,
+        "seeds": _seeds(spec, drawn),
     }
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    os.replace(tmp, out / "summary.json")
+    text = json.dumps(summary, indent=2, default=str) + "\n"
+    atomic_write(out / "summary.json", lambda tmp: tmp.write_text(text))
+    if div is not None:
+        raise TrainingDiverged(div, summary)
     return summary
+
+
+def _seeds(spec: TrainSpec, ps: ProblemSpec) -> dict:
+    """Seeds of every random stream of the run (see :func:`rfscaling.data.random_streams`)."""
+    rec = random_streams(ps)
+    p = spec.params
+    dyn: list[str] = []
+    if spec.dynamics == "bayes":
+        dyn = ["posterior_sample"]
+    else:
+        if p.init_variance > 0:
+            dyn.append("init")
+        if p.temperature > 0:
+            dyn.append("langevin_noise")
+    if dyn:
+        rec["streams"][DYNAMICS_STREAM] = derive_seed(ps.seed, DYNAMICS_STREAM)
+        rec["draws"].update({q: DYNAMICS_STREAM for q in dyn})
+    return rec
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +423,9 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         return "n/a" if x is None else f"{x:.4g}"
 
     print(f"run dir: {out_dir}")
+    if summary.get("skipped"):
+        print(f"already finished (identity {summary['identity']}): skipped, nothing was run; delete its "
+              "summary.json or use another hydra.run.dir to run it again")
     print(f"final t={f['time'] if isinstance(f['time'], str) else fmt(f['time'])}: E_g={fmt(f['E_g'])} "
           f"(DMFT {fmt(f['E_g_theory'])}), bias={fmt(f['bias'])} (DMFT {fmt(f['bias_theory'])}), "
           f"variance={fmt(f['variance'])} (DMFT {fmt(f['variance_theory'])})")
@@ -345,6 +443,33 @@ def run(cfg, out_dir: str | os.PathLike) -> dict:
     return summary
 
 
+@contextlib.contextmanager
+def interrupts_raise(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+    """Within the block, SIGINT/SIGTERM raise :class:`RunInterrupted` (so hooks are closed and
+    TensorBoard flushed on the way out); the previous handlers are restored afterwards. Does
+    nothing outside the main thread (Python only delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise RunInterrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _fail(message: str, status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+    sys.exit(status)
+
+
 def _hydra_main():
     from rfscaling.config import hydra_app
 
@@ -352,7 +477,15 @@ def _hydra_main():
     def main(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        run(cfg, HydraConfig.get().runtime.output_dir)
+        out_dir = HydraConfig.get().runtime.output_dir
+        try:
+            with interrupts_raise():
+                run(cfg, out_dir)
+        except TrainingDiverged as exc:
+            _fail(f"{exc} (outputs up to the last finite evaluation are in {out_dir})", EXIT_DIVERGED)
+        except RunInterrupted as exc:
+            _fail(f"{exc}: files written so far are kept in {out_dir}; with hooks.checkpoint.enabled=true "
+                  "the same command resumes from the last checkpoint", 128 + exc.signum)
 
     return main
 

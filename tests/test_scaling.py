@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from montecarlo_reference import single_thread_blas
-from rfscaling.theory import power_law_spectrum, power_law_task, predict
+from rfscaling.theory import power_law_spectrum, power_law_tail, power_law_task, predict
 from rfscaling.theory.frontier import (compute_cost, compute_optimal_exponents, pareto_frontier, theory_frontier,
                                        top_edge, top_outlier)
-from rfscaling.theory.scaling import (fit_power_law, gf_noisy_optimal_time, langevin_optimal_time, langevin_variance,
-                                      measure, predicted_exponents, time_limited_error)
+from rfscaling.theory.scaling import (fit_power_law, gf_noisy_optimal_time, kick_error, langevin_optimal_time,
+                                      langevin_variance, measure, predicted_exponents, time_limited_error)
 
 
 @pytest.fixture(autouse=True)
@@ -132,7 +132,7 @@ def test_fit_power_law_validation():
 def test_predicted_exponents_table():
     laws = predicted_exponents(1.0, 1.0)
     regimes = {L.regime for L in laws}
-    assert {"time", "data", "model", "early_stopping", "ridge_optimal", "ridge_fixed", "bayes", "langevin",
+    assert {"time", "time_saturated", "data", "model", "early_stopping", "ridge_optimal", "ridge_fixed", "bayes", "langevin",
             "compute", "compute_global"} <= regimes
     sat = {L.y: L.slope for L in predicted_exponents(1.0, 5.0, "data")}
     assert sat["E_g"] == pytest.approx(-4.0)          # saturates at 2(1+alpha)
@@ -152,6 +152,23 @@ def test_time_limited(alpha, beta):
     m = ms[0]   # E_g vs t at P = 1e8: the prefactor too
     ratio = m.y / time_limited_error(m.x, 1e8, alpha, beta)
     assert np.all(np.abs(ratio - 1) < 1e-3)
+
+
+def test_time_limited_saturates_for_smooth_targets():
+    """beta > 2(1+alpha): the finite-P kick of the top modes into the unlearned ones takes over,
+    E_g -> time law + kick law, t-exponent (1+2alpha)/(1+alpha) instead of beta/(1+alpha)."""
+    ms = measure("time_saturated", 1.0, 9.0)
+    _assert_agree(ms)
+    assert not ms[0].fit.covers_slope(-9.0 / 2.0)
+    # the kick law with its prefactor, where k*/P ~ 3e-5 and E_g >> the precision floor
+    P, ks = 10**6, np.array([30.0, 40.0, 55.0])
+    lam, w2 = power_law_task(1650, 1.0, 9.0)
+    t = ks**2 / P
+    E = predict(lam, w2, P, t, modes=False, tail_power=power_law_tail(1650, 9.0)).generalization_error
+    kick = kick_error(t, P, 1.0, 9.0)
+    assert np.all(kick > 30 * time_limited_error(t, P, 1.0, 9.0))
+    np.testing.assert_allclose(E, kick + time_limited_error(t, P, 1.0, 9.0), rtol=5e-3)   # O(1/k*) corrections
+    assert measure("time_saturated", 1.0, 1.0) == []            # no such regime for beta < 2(1+alpha)
 
 
 def test_data_limited_saturates():

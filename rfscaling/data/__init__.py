@@ -15,7 +15,7 @@ from rfscaling.data.inputs import (
     mnist1d_inputs,
     pool_ensemble,
 )
-from rfscaling.data.problem import Problem, ProblemSpec, make_problem
+from rfscaling.data.problem import Problem, ProblemSpec, make_problem, random_streams
 from rfscaling.data.ensemble import (
     EnsembleData,
     ValidationData,
@@ -29,6 +29,7 @@ __all__ = [
     "Problem",
     "ProblemSpec",
     "make_problem",
+    "random_streams",
     "binary_labels",
     "digits_inputs",
     "gaussian_power_law_inputs",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from rfscaling.data.eigen import EigenTask, sample_eigen_ensemble, sample_eigen_validation
-from rfscaling.data.ensemble import EnsembleData, ValidationData, make_generator
+from rfscaling.data.ensemble import EnsembleData, ValidationData, derive_seed, make_generator
 from rfscaling.data.inputs import (
     binary_labels,
     digits_inputs,
@@ -23,11 +23,12 @@ from rfscaling.data.inputs import (
     pool_ensemble,
 )
 
-__all__ = ["ProblemSpec", "Problem", "make_problem", "DATA_KINDS", "TARGETS", "MODEL_KINDS"]
+__all__ = ["ProblemSpec", "Problem", "make_problem", "random_streams", "DATA_KINDS", "TARGETS", "MODEL_KINDS"]
 
 DATA_KINDS = ("powerlaw_eigen", "gaussian_powerlaw", "digits", "mnist1d")
 TARGETS = ("powerlaw_teacher", "teacher_network", "labels")
 MODEL_KINDS = ("eigenfeature", "random_features")
+DIGITS_SIZE = 1797  # samples in sklearn's digits
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,43 @@ def make_problem(spec: ProblemSpec) -> Problem:
     if spec.model == "eigenfeature":
         return _eigen_problem(spec)
     return _rf_problem(spec)
+
+
+def random_streams(spec: ProblemSpec) -> dict:
+    """The random streams :func:`make_problem` draws from, for the run record (summary.json).
+
+    Returns ``{"seed": run seed, "streams": {name: seed}, "draws": {quantity: stream name}}``:
+    each torch stream ``name`` is a Generator seeded with ``derive_seed(seed, name)`` (the
+    seed listed); ``digits_subset`` is ``numpy.random.default_rng(seed)`` and ``mnist1d`` the
+    package's generator seeded with ``seed``. ``draws`` names the stream of every random
+    quantity of this problem (deterministic ones, e.g. a fixed teacher, are absent); quantities
+    sharing a stream are drawn in the order listed.
+    """
+    draws: dict[str, str] = {}
+    if spec.model == "eigenfeature":
+        draws["design"] = "data"
+        if spec.teacher == "random":
+            draws["teacher"] = "data"
+        draws["label_noise"] = "data"
+        if (spec.M or spec.N) > spec.N:
+            draws["teacher_tail"] = "tail"
+        if spec.validation_size > 0:
+            draws["validation"] = "val"
+    else:
+        pool = spec.pool_size or max(4 * spec.N, 2 * spec.P)
+        if spec.kind != "digits" or pool < DIGITS_SIZE:  # all 1797 digits: no random subset
+            draws["inputs"] = {"gaussian_powerlaw": "inputs", "digits": "digits_subset",
+                               "mnist1d": "mnist1d"}[spec.kind]
+        draws["feature_map"] = "model"
+        if spec.target == "teacher_network" or (spec.target == "powerlaw_teacher" and spec.teacher == "random"):
+            draws["teacher"] = "teacher"
+        draws["sample_selection"] = "data"
+        draws["label_noise"] = "data"
+        if spec.validation_size > 0:
+            draws["validation"] = "data"
+    streams = {name: (int(spec.seed) if name in ("digits_subset", "mnist1d") else derive_seed(spec.seed, name))
+               for name in dict.fromkeys(draws.values())}
+    return {"seed": int(spec.seed), "streams": streams, "draws": draws}
 
 
 def _eigen_problem(spec: ProblemSpec) -> Problem:

@@ -79,10 +79,13 @@ def init_weights(shape, params: DynamicsParams, generator: torch.Generator, dtyp
 class EulerDynamics:
     """Euler(-Maruyama) integrator of the ensemble; see the module docstring."""
 
-    def __init__(self, data: EnsembleData, params: DynamicsParams, dt: float | None = None) -> None:
+    def __init__(self, data: EnsembleData, params: DynamicsParams, dt: float | None = None,
+                 lambda_max: float | None = None) -> None:
+        """``lambda_max``: max_d lambda_max(H_d) if the caller has it already (else computed)."""
         self.data = data
         self.params = params
-        self.lambda_max = float(hessian_top_eigenvalue(data.features, params.weight_decay).max())
+        self.lambda_max = (float(lambda_max) if lambda_max is not None else
+                           float(hessian_top_eigenvalue(data.features, params.weight_decay).max()))
         self.dt = float(dt) if dt is not None else 1.0 / self.lambda_max
         if not math.isfinite(self.dt) or self.dt <= 0:
             raise ValueError(f"dt={dt}: must be a finite number > 0")

@@ -3,6 +3,14 @@
 ``simulate`` takes typed arguments only (a dynamics object with ``dt``/``step``/``advance``/
 ``train_errors``/``macs_per_step``, a state, the evaluation steps, hooks); it never hands
 the dynamics to hooks, only immutable snapshots.
+
+Divergence guard: every evaluation first checks that the weights and training errors are
+finite (one pass over the weights, cheap next to the measurement). A non-finite evaluation is
+not handed to the hooks; the run ends there with ``RunSummary.divergence`` set and ``final``
+the last finite snapshot, so hooks keep only finite rows and the checkpoint hook keeps its last
+(finite) checkpoint. Hooks with a ``close()`` method are closed when the loop is left by an
+exception (including KeyboardInterrupt and the app's signal handlers), so e.g. TensorBoard
+events written so far are flushed.
 """
 
 from __future__ import annotations
@@ -15,9 +23,9 @@ import numpy as np
 import torch
 
 from rfscaling.dynamics.euler import EulerDynamics, State
-from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, TheoryCurve
+from rfscaling.hooks.base import Divergence, RunInfo, RunSummary, Snapshot, TheoryCurve
 
-__all__ = ["simulate", "make_snapshot"]
+__all__ = ["simulate", "make_snapshot", "check_finite"]
 
 
 def make_snapshot(index: int, state: State, dynamics, target_weights: torch.Tensor, eigenvalues: torch.Tensor,
@@ -37,13 +45,44 @@ def make_snapshot(index: int, state: State, dynamics, target_weights: torch.Tens
     )
 
 
+def check_finite(snapshot: Snapshot) -> Optional[str]:
+    """None if the snapshot's weights and training errors are all finite, else what is not."""
+    bad_w = int((~torch.isfinite(snapshot.weights)).sum())
+    if bad_w:
+        return f"non-finite weights ({bad_w} of {snapshot.weights.numel()} entries)"
+    if not bool(torch.isfinite(snapshot.train_error).all()):
+        return "non-finite training error"
+    return None
+
+
+def _likely_cause(dynamics) -> str:
+    dt, lam = float(getattr(dynamics, "dt", math.nan)), getattr(dynamics, "lambda_max", None)
+    if isinstance(dynamics, EulerDynamics) and lam is not None and dt * lam > 1.0:
+        return (f"the Euler step dt={dt:.4g} is close to the stability bound 2/lambda_max(H)={2.0 / lam:.4g} "
+                "(rounding makes the stiffest mode grow); use a smaller dynamics.dt (null picks 1/lambda_max) "
+                "or dynamics.integrator=exact")
+    return ("floating-point overflow or non-finite data/labels (large temperature, init_variance or "
+            "targets); check the data, or use dtype=float64")
+
+
+def _close(hooks: Sequence) -> None:
+    for h in hooks:
+        close = getattr(h, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # best effort on the way out; the original error matters
+                pass
+
+
 def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_weights: torch.Tensor,
              eigenvalues: torch.Tensor, progress: bool = True, chunk: int | None = None,
              desc: str = "train", error_offset: float = 0.0) -> tuple[State, RunSummary]:
     """Run ``dynamics`` from ``state`` through ``info.eval_steps[info.start_index:]``.
 
     At every evaluation all hooks get the same snapshot; the first stop request ends the run
-    (its reason is recorded). ``chunk`` bounds the steps between progress-bar updates for
+    (its reason is recorded). A non-finite evaluation ends it with ``summary.divergence`` set
+    (see the module docstring). ``chunk`` bounds the steps between progress-bar updates for
     stepwise (Euler) dynamics; chunk boundaries are absolute step multiples, so a resumed run
     makes exactly the same calls.
     """
@@ -59,6 +98,7 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     t0 = _time.perf_counter()
     reason, completed, resumable = "completed", True, False
     snap = None
+    divergence = None
     bar = tqdm(total=total, initial=int(state.step), disable=not progress, desc=desc, unit="step",
                dynamic_ncols=True, leave=False)
     try:
@@ -72,13 +112,26 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
                     n = min(n, chunk - state.step % chunk)
                 state = dynamics.advance(state, n)
                 bar.update(n)
-            snap = make_snapshot(i, state, dynamics, target_weights, eigenvalues, info.theory, error_offset)
+            new = make_snapshot(i, state, dynamics, target_weights, eigenvalues, info.theory, error_offset)
+            bad = check_finite(new)
+            if bad is not None:
+                divergence = Divergence(
+                    index=i, step=new.step, time=new.time, what=bad, cause=_likely_cause(dynamics),
+                    last_good_step=None if snap is None else snap.step,
+                    last_good_time=None if snap is None else snap.time)
+                reason, completed, resumable = divergence.message(), False, False
+                snap = snap if snap is not None else new
+                break
+            snap = new
             if progress and math.isfinite(snap.time):
                 bar.set_postfix(t=f"{snap.time:.3g}", E_g=f"{snap.metrics.generalization_error:.3g}", refresh=False)
             stops = [r for r in (h.on_eval(snap) for h in hooks) if r is not None]
             if stops:
                 reason, completed, resumable = stops[0].reason, False, stops[0].resumable
                 break
+    except BaseException:
+        _close(hooks)
+        raise
     finally:
         bar.close()
     if snap is None:  # nothing left to evaluate (resumed after the last evaluation)
@@ -87,7 +140,7 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     wall = _time.perf_counter() - t0
     summary = RunSummary(final=snap, stop_reason=reason, wall_time_s=wall,
                          compute_macs=int(dynamics.macs_per_step()) * int(snap.step), completed=completed,
-                         resumable=resumable)
+                         resumable=resumable, divergence=divergence)
     for h in hooks:
         h.on_end(summary)
     return state, summary

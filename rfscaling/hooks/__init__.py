@@ -2,6 +2,7 @@
 eigenmode measurement, TensorBoard, early stopping and checkpoints."""
 
 from rfscaling.hooks.base import (
+    Divergence,
     Hook,
     RunInfo,
     RunSummary,
@@ -9,6 +10,7 @@ from rfscaling.hooks.base import (
     StopRequest,
     TheoryCurve,
     TheoryPoint,
+    atomic_write,
     log_spaced_steps,
 )
 from rfscaling.hooks.budget import BudgetHook
@@ -22,6 +24,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "METRICS_COLUMNS",
     "CheckpointHook",
+    "Divergence",
     "EarlyStoppingHook",
     "EigenmodeHook",
     "EnsembleMetrics",
@@ -33,6 +36,7 @@ __all__ = [
     "TensorBoardHook",
     "TheoryCurve",
     "TheoryPoint",
+    "atomic_write",
     "load_checkpoint",
     "log_spaced_steps",
     "measure",

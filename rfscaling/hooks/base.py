@@ -8,9 +8,11 @@ keeps state across a resume also implements ``state_dict()`` / ``load_state_dict
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping, Optional, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -23,7 +25,9 @@ __all__ = [
     "TheoryPoint",
     "TheoryCurve",
     "RunSummary",
+    "Divergence",
     "log_spaced_steps",
+    "atomic_write",
 ]
 
 
@@ -140,8 +144,36 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Divergence:
+    """Where and why a run stopped on non-finite weights or errors (see ``simulate``).
+
+    ``index``/``step``/``time``: the first evaluation with non-finite values; ``last_good_*``:
+    the last finite evaluation (None if there was none in this process); ``what``: which values
+    were non-finite; ``cause``: the likely cause and what to try.
+    """
+
+    index: int
+    step: int
+    time: float
+    what: str
+    cause: str
+    last_good_step: Optional[int] = None
+    last_good_time: Optional[float] = None
+
+    def message(self) -> str:
+        """One line: what, where, the last good evaluation, the likely cause."""
+        last = ("no finite evaluation in this process" if self.last_good_step is None else
+                f"last finite evaluation at step {self.last_good_step} (t={self.last_good_time:.6g})")
+        return (f"training diverged: {self.what} at step {self.step} (t={self.time:.6g}, evaluation "
+                f"{self.index}); {last}; likely cause: {self.cause}")
+
+
+@dataclass(frozen=True)
 class RunSummary:
-    """Handed to ``on_end``: final snapshot, why the run ended, wall time, compute spent."""
+    """Handed to ``on_end``: final snapshot, why the run ended, wall time, compute spent.
+
+    ``divergence`` is set when the run stopped on non-finite values; ``final`` is then the
+    last finite snapshot (the non-finite one only if there was none)."""
 
     final: Snapshot
     stop_reason: str
@@ -149,6 +181,7 @@ class RunSummary:
     compute_macs: int
     completed: bool
     resumable: bool = False
+    divergence: Optional[Divergence] = None
 
 
 @runtime_checkable
@@ -167,3 +200,19 @@ def log_spaced_steps(n_steps: int, n_evals: int, include_zero: bool = True) -> n
     s = np.unique(np.round(np.logspace(0.0, np.log10(n_steps), n_evals)).astype(np.int64))
     s = np.unique(np.concatenate([[0] if include_zero else [], s, [n_steps]]).astype(np.int64))
     return s
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through ``write(tmp)`` on a temp file in the same folder, then ``os.replace``.
+
+    Readers see the old file or the new one, never a torn one (also when the process is killed
+    mid-write); on an exception (or an interrupt) the temp file is removed and the old file kept.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

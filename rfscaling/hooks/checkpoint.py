@@ -3,7 +3,10 @@
 A checkpoint holds the snapshot's weights, step, time and noise-generator state, the states of
 the stateful hooks it was given (``state_dict``/``load_state_dict``), and an ``identity``
 (e.g. a hash of the resolved config) so that a checkpoint of a different run is never resumed.
-Files are written to a temp file in the same folder and moved into place with ``os.replace``.
+Files are written to a temp file in the same folder and moved into place with ``os.replace``,
+so a process killed at any moment leaves the previous checkpoint or the new one, never a torn
+file. A run that diverged (non-finite weights) writes no final checkpoint: the last periodic
+(finite) one is kept.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest
+from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest, atomic_write
 
 __all__ = ["CheckpointHook", "load_checkpoint", "CHECKPOINT_NAME"]
 
@@ -57,6 +60,8 @@ class CheckpointHook:
         return None
 
     def on_end(self, summary: RunSummary) -> None:
+        if summary.divergence is not None:  # keep the last finite checkpoint
+            return
         self.save(summary.final, completed=summary.completed, finished=not summary.resumable,
                   stop_reason=summary.stop_reason)
 
@@ -77,8 +82,5 @@ class CheckpointHook:
             "stop_reason": stop_reason,
             **self.extra,
         }
-        path = self.directory / CHECKPOINT_NAME
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
+        atomic_write(self.directory / CHECKPOINT_NAME, lambda tmp: torch.save(ckpt, tmp))
         self.saved.append(snapshot.index)

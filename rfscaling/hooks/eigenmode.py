@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest
+from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest, atomic_write
 
 __all__ = ["EnsembleMetrics", "measure", "EigenmodeHook", "METRICS_COLUMNS", "atomic_write"]
 
@@ -87,14 +87,6 @@ def measure(weights: torch.Tensor, target_weights: torch.Tensor, eigenvalues: to
         float(tm[0]), float(tse[0]), float(tm[1]), float(tse[1]), float(tm[2]), float(tse[2]),
         float(tm[3]), float(tse[3]), me, mse, bias.mean(0).cpu().numpy(), var.mean(0).cpu().numpy(),
     )
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write via a temp file in the same folder and os.replace (no torn files)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 class EigenmodeHook:

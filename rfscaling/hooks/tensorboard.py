@@ -6,6 +6,9 @@
 * An image ``modes/error`` at every evaluation: per-mode error against mode index, log-log,
   empirical as points, theory as a line (matplotlib Agg).
 * Hyperparameters and final metrics through the hparams plugin at the end.
+
+The writer is flushed and closed at the end of a run and by :meth:`TensorBoardHook.close`, which
+``simulate`` calls when a run ends abnormally (divergence, an exception, SIGTERM/SIGINT).
 """
 
 from __future__ import annotations
@@ -108,5 +111,11 @@ class TensorBoardHook:
         metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
         if self.hparams:
             self.writer.add_hparams(self.hparams, metrics, run_name=".")
-        self.writer.flush()
-        self.writer.close()
+        self.close()
+
+    def close(self) -> None:
+        """Flush the events written so far to disk and close the writer (idempotent)."""
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+            self.writer = None

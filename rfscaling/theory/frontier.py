@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from .dmft import predict
-from .scaling import fit_power_law, predicted_exponents
+from .scaling import PRECISION_FLOOR, fit_power_law, predicted_exponents
 from .spectra import power_law_tail, power_law_task
 
 __all__ = [
@@ -188,7 +188,8 @@ def theory_frontier(alpha, beta, P_values, N_values, t_grid, label_noise=0.0, M=
                           corners(curves), by_P, N_values, P_values, edge)
 
 
-def compute_optimal_exponents(result: FrontierResult, P=None, f_range=None, level=0.95, window=3.0):
+def compute_optimal_exponents(result: FrontierResult, P=None, f_range=None, level=0.95, window=3.0,
+                              floor=PRECISION_FLOOR):
     """Fit the frontier (of size P, or global if None) and the optimal N*, t* (and P*) vs compute.
 
     Fit range: ``f_range`` or, by default, the compute span of the Pareto corners whose N (and, for
@@ -200,7 +201,7 @@ def compute_optimal_exponents(result: FrontierResult, P=None, f_range=None, leve
     |slope_A - slope_B| (the systematic drift per decade from finite-size corrections, as in
     ``fit_power_law(method="local")``). If the range spans less than window + 1 decades, one OLS
     fit over the whole range is reported. Returns a DataFrame (y, derived, fitted, ci_lo, ci_hi,
-    agrees, ...).
+    agrees, ..., max_N_over_P: the largest N*/P among the fitted corners -- the derivation needs it << 1).
     """
     import pandas as pd
 
@@ -214,6 +215,7 @@ def compute_optimal_exponents(result: FrontierResult, P=None, f_range=None, leve
         inside &= (fr["P"] > Pv.min()) & (fr["P"] < Pv.max())
     tv = np.sort(result.curves["t"].unique())
     inside &= (fr["t"] > tv.min()) & (fr["t"] < tv.max())
+    inside &= fr["E_g"] >= floor * float(result.curves["E_g"].max())   # engine precision floor
     if f_range is None:
         if inside.sum() < 3:
             raise ValueError("fewer than 3 frontier corners with an interior optimum; widen the grids")
@@ -236,9 +238,11 @@ def compute_optimal_exponents(result: FrontierResult, P=None, f_range=None, leve
         else:
             fa = fit_power_law(sel["compute"], sel[col], method="ols", level=level)
             (lo, hi), slope, n, rng, drift = fa.slope_ci, fa.slope, fa.n_points, fa.x_range, float("nan")
+        used = sel[(sel["compute"] >= rng[0]) & (sel["compute"] <= rng[1])]
+        n_over_p = float((used["N"] / used["P"]).max())
         rows.append(dict(regime=regime, P=P if P is not None else "all", law=law.law, y=y, derived=law.slope,
                          fitted=slope, ci_lo=lo, ci_hi=hi, agrees=bool(lo <= law.slope <= hi), drift=drift,
-                         n_points=n, f_lo=rng[0], f_hi=rng[1]))
+                         n_points=n, f_lo=rng[0], f_hi=rng[1], max_N_over_P=n_over_p))
     return pd.DataFrame(rows)
 
 
@@ -246,7 +250,7 @@ def frontier_exponents(alpha, beta, *, size="quick", label_noise=0.0):
     """Compute-optimal exponents from frontiers built deep in the asymptotic regime.
 
     * fixed P (regime ``compute``): P = 1e6 (quick) or 1e7 (full), N from 4 to 2000 (4000),
-      9 (10) per decade, so that 1 << N* << P;
+      9 (10) per decade, so that 1 << N* << P (for beta > 2(1+alpha): P >= (30 N_max)^(beta-1-2alpha));
     * over P, N and t (regime ``compute_global``, ``size="full"`` only, about a minute): P from 4
       to 3e4 and N from 2 to 3e3, 7 per decade.
     Time grids: 12 per decade from 0.1/P to 10 min(N, P)^(1+alpha)/P (where E_g has stopped moving).
@@ -264,9 +268,15 @@ def frontier_exponents(alpha, beta, *, size="quick", label_noise=0.0):
         lo, hi = 0.1 / Ps.max(), 10.0 * float(np.max(np.minimum(n_hi, Ps) ** (1 + a) / Ps))
         return np.geomspace(lo, hi, int(np.log10(hi / lo) * 12) + 1)
 
-    out = []
-    P = 10**7 if full else 10**6
+    out = [pd.DataFrame()]
     n_hi = 4000 if full else 2000
+    P = 10**7 if full else 10**6
+    b = float(beta)
+    if b > 2 * (1 + a):   # keep N* << P^(1/(beta-1-2alpha)), where the finite-P kick term is negligible
+        n_hi = int(min(n_hi, 1e15 ** (1.0 / (b - 1 - 2 * a)) / 30.0))
+        if n_hi < 200:     # would need P > 1e15: no clean fixed-P range
+            return pd.DataFrame()
+        P = max(P, int(float(30 * n_hi) ** (b - 1 - 2 * a)))
     Ns = np.unique(np.geomspace(4, n_hi, 32 if full else 28).astype(int))
     res = theory_frontier(alpha, beta, [P], Ns, t_grid([P], n_hi), label_noise=label_noise)
     df = compute_optimal_exponents(res, P=P)

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats
 from scipy.optimize import minimize_scalar
 from scipy.special import gamma as _gamma
+from scipy.special import zeta as _zeta
 
 from .dmft import predict
 from .spectra import power_law_tail, power_law_task
@@ -48,6 +49,8 @@ __all__ = [
     "PowerLawFit",
     "fit_power_law",
     "Measurement",
+    "PRECISION_FLOOR",
+    "RangeUnavailable",
     "measure",
     "exponent_table",
 ]
@@ -387,24 +390,31 @@ def _fit_local(lx, ly, xr, asymptote, decades, atol):
     span = decades * np.log(10.0)
     if asymptote == "right":
         seg = mid >= mid[-1] - span * (1 + 1e-9)
-        p_end = float(sl[-1])
-        lx_end = lx[-1]
+        p_end, end = float(sl[-1]), slice(-3, None)
     else:
         seg = mid <= mid[0] + span * (1 + 1e-9)
-        p_end = float(sl[0])
-        lx_end = lx[0]
+        p_end, end = float(sl[0]), slice(0, 3)
     if seg.sum() < 2:
         raise ValueError("fit_power_law(method='local'): need two local exponents within `decades` of the end")
     drift = float(sl[seg].max() - sl[seg].min())
     lo = float(sl[seg].min()) - drift - atol
     hi = float(sl[seg].max()) + drift + atol
-    lA = float(np.mean(ly[-3:] + p_end * lx[-3:])) if asymptote == "right" else float(np.mean(ly[:3] + p_end * lx[:3]))
-    del lx_end
+    lA = float(np.mean(ly[end] + p_end * lx[end]))
     return PowerLawFit(p_end, float(np.exp(lA)), (lo, hi), float("nan"), "local", float("nan"),
                        lx.size, xr, float("nan"), sl)
 
 
 # ----------------------------------------------------------------------------- engine checks
+
+#: E_g values below this fraction of E_g(0) are not used in fits: the engine's inverse Laplace
+#: transform is accurate to ~5e-14 of the transform's scale (docs/theory.md, section 6); far below
+#: that, at extreme P, isolated times in a shared contour window were seen off by up to 1e-16 E_g(0)
+#: in absolute terms (docs/theory.md, section 8). Ranges are chosen to stay 10x above the floor.
+PRECISION_FLOOR = 1e-14
+
+
+class RangeUnavailable(ValueError):
+    """No clean asymptotic range for this regime and (alpha, beta) within the numerical limits."""
 
 
 @dataclass(frozen=True)
@@ -515,9 +525,19 @@ def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = No
     def want(y):
         return quantity is None or quantity == y
 
+    E0 = c * float(_zeta(1.0 + b))     # E_g(0) of the infinite teacher
+
     def add(y, x, xs, ys, setting, index=0, **fit_kw):
         law = _law(a, b, regime, y, x, index)
-        fit = fit_power_law(xs, ys, method="local", decades=decades, **fit_kw)
+        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+        if y.startswith("E_g"):
+            keep = ys >= PRECISION_FLOOR * E0
+            if keep.sum() < 3:
+                raise RangeUnavailable(f"{regime}: {y} falls below the precision floor "
+                                       f"{PRECISION_FLOOR:g} E_g(0) within the range")
+            xs, ys = xs[keep], ys[keep]
+        fit_kw.setdefault("decades", decades)
+        fit = fit_power_law(xs, ys, method="local", **fit_kw)
         out.append(Measurement(regime, law, np.asarray(xs, float), np.asarray(ys, float), fit, setting))
 
     def p_max(kstar_of_p, hi, mult, cap):
@@ -528,20 +548,28 @@ def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = No
         return P
 
     if regime in ("time", "langevin"):
-        # P lam_1 t = tau over 3 (quick) or 4 (full) decades; k* = tau^q << P = 1e8 and << N
+        # P lam_1 t = tau over 3 (quick) or 4 (full) decades; k* = tau^q << P and << N; for
+        # beta > 2(1+alpha) also k* << P^(1/(beta-1-2alpha)) (regime "time_saturated" beyond)
+        tau_hi = 1e5 if full else 1e4
+        if regime == "time":   # stay above the precision floor: c Gamma(bq) q (2 tau)^(-bq) >= 10 floor E0
+            tau_hi = min(tau_hi, 0.5 * (c * _gamma(b * q) * q / (10 * PRECISION_FLOOR * E0)) ** (1 / (b * q)))
+            if tau_hi < 10**2.5:
+                raise RangeUnavailable(f"time: E_g reaches the precision floor before k* = {tau_hi ** q:.3g}")
+        tau = np.geomspace(10, tau_hi, int(round(4 * np.log10(tau_hi / 10))) + 1)
         P = 1e8
-        tau = np.geomspace(10, 1e5 if full else 1e4, (16 if full else 12) + 1)
+        if regime == "time" and b > 2 * (1 + a):
+            P = max(P, float(30.0 * tau[-1] ** q) ** (b - 1 - 2 * a))
         t = tau / (P * lam_1)
         if regime == "time" and want("E_g"):
             N = _n_modes(tau[-1] ** q)
             lam, w2, tail = _task(N, a, b, lam_1, c)
             E = predict(lam, w2, int(P), t, modes=False, tail_power=tail).generalization_error
-            add("E_g", "t", t, E, f"P=1e8, N={N}+tail, sigma^2=0")
-            t_fix = 1e-4  # E_g vs P at fixed t: the same function of P t
-            Ps = tau[::4] / (lam_1 * t_fix)
+            add("E_g", "t", t, E, f"P={P:.3g}, N={N}+tail, sigma^2=0")
+            t_fix = 1e-4 * 1e8 / P  # E_g vs P at fixed t: the same function of P t
+            Ps = np.geomspace(tau[0], tau[-1], max(4, tau.size // 4 + 1)) / (lam_1 * t_fix)
             E2 = [predict(lam, w2, int(round(Pp)), [t_fix], modes=False, tail_power=tail).generalization_error[0]
                   for Pp in Ps]
-            add("E_g", "P", Ps, E2, f"t=1e-4, N={N}+tail, sigma^2=0")
+            add("E_g", "P", Ps, E2, f"t={t_fix:.3g}, N={N}+tail, sigma^2=0")
         if regime == "langevin" and want("variance_langevin"):
             N = _n_modes(tau[-1] ** q)
             lam, w2, tail = _task(N, a, b, lam_1, c)
@@ -552,18 +580,28 @@ def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = No
     if regime == "time_saturated":
         if b <= 2 * (1 + a):
             return out                      # no such regime
-        P = 1e8
-        lo = 3.0 * P ** (1.0 / (b - 1 - 2 * a))    # kick term >> time term: (lo^(b-1-2a)/P) >> 1
-        hi = 1e4 if full else 3e3                  # k*/P <= 1e-4
-        if hi < 5 * lo:
-            raise ValueError(f"time_saturated: beta={b} too close to 2(1+alpha) for a clean range at P=1e8 "
-                             f"(needs 3 P^(1/(beta-1-2alpha)) = {lo:.3g} << k* << P)")
-        ks = np.geomspace(lo, hi, int(np.log10(hi / lo) * 4) + 1)
+        # window 3 P^(1/(beta-1-2alpha)) <= k* <= min(1e-3 P, 1e3 (3e3 full), precision floor)
+        # (kick term >> time term; k*/P corrections <= 1e-3); choose the P with the widest window
+        s_w = c * float(_zeta(b - 1 - 2 * a)) / lam_1**2
+        best = None
+        for P in 10.0 ** np.arange(4, 13):
+            lo = 3.0 * P ** (1.0 / (b - 1 - 2 * a))
+            k_floor = (0.5 * (s_w * lam_1**2 * q * _gamma(2 - q) / (P * 10 * PRECISION_FLOOR * E0))
+                       ** (1 / (2 - q))) ** q
+            hi = min(1e-3 * P, 3e3 if full else 1e3, k_floor)
+            if best is None or hi / lo > best[2] / best[1]:
+                best = (P, lo, hi)
+        P, lo, hi = best
+        if hi < 4 * lo:
+            raise RangeUnavailable(f"time_saturated: no clean window for beta={b} (best P={P:g}: "
+                                   f"k* from {lo:.3g} to {hi:.3g})")
+        ks = np.geomspace(lo, hi, int(np.log10(hi / lo) * 6) + 1)
         N = _n_modes(hi, mult=30)
         lam, w2, tail = _task(N, a, b, lam_1, c)
         t = ks ** (1 + a) / (P * lam_1)
         E = predict(lam, w2, int(P), t, modes=False, tail_power=tail).generalization_error
-        add("E_g", "t", t, E, f"P=1e8, N={N}+tail, sigma^2=0, k*={lo:.3g}..{hi:.3g}")
+        # an intermediate regime (corrections from both ends): the band spans the whole window
+        add("E_g", "t", t, E, f"P={P:.3g}, N={N}+tail, sigma^2=0, k*={lo:.3g}..{hi:.3g}", decades=20.0)
     if regime == "data":
         Ps = np.unique(_p_grid(30, 1e4 if full else 3e3, 4).astype(int))
         E = []
@@ -647,9 +685,11 @@ def exponent_table(alpha: float, beta: float, *, size: str = "quick", regimes=No
     for regime in regimes or REGIMES[:-2]:
         try:
             ms = measure(regime, alpha, beta, size=size, **kw)
-        except ValueError:
-            if regime == "time_saturated":   # no clean range for this beta: not measured
-                continue
-            raise
+        except RangeUnavailable as err:      # not measurable cleanly: say so in the table
+            for law in predicted_exponents(alpha, beta, regime):
+                rows.append(dict(regime=regime, law=law.law, derived=law.slope, fitted=np.nan, ci_lo=np.nan,
+                                 ci_hi=np.nan, agrees=None, method="", x_range="", setting=f"not measured: {err}",
+                                 condition=law.condition))
+            continue
         rows.extend(m.row() for m in ms)
     return pd.DataFrame(rows)

@@ -1,0 +1,309 @@
+"""Sweep-level index of a Hydra multirun: one row per job, whether it ran, failed or was skipped.
+
+Registered in ``conf/train.yaml`` under ``hydra.callbacks.sweep_index``, so every multirun of the
+training app (``-m``, or an ``experiment=<name>`` preset, which sets ``hydra.mode: MULTIRUN``)
+ends with
+
+* ``<sweep dir>/index.csv`` and ``index.json`` -- per job: ``job`` (Hydra's job number),
+  ``status`` (``ok`` | ``failed`` | ``skipped`` | ``missing``), ``error`` (the one-line error of a
+  failed job), ``run_dir``, ``overrides`` (the job's overrides, space separated), one column per
+  overridden key, and the key numbers of its ``summary.json`` (final and early-stopping errors
+  with their standard errors and the DMFT values, compute, wall time);
+* a line on stdout ``sweep index: <n> ok, <n> failed, <n> skipped -> <sweep dir>/index.csv``.
+
+``skipped``: the job found a finished run of the same configuration in its directory (re-running
+a sweep into the same ``hydra.sweep.dir``) and did nothing. ``missing``: the job started but
+left no record (its process was killed). A failed job does not stop the sweep (the error
+boundary in :mod:`rfscaling.errors` writes ``<job dir>/error.txt`` and carries on); the app's exit
+status is 1 when any job failed.
+
+Each job also leaves ``<job dir>/job.json`` (written by the job's own process, so this works for
+every launcher: basic, joblib, submitit); the index is assembled from those files, so it can be
+rebuilt for any sweep directory, e.g. after an interrupted sweep::
+
+    python -m rfscaling.studies.sweep runs/multirun/2026-01-01/12-00-00-train
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from hydra.experimental.callback import Callback
+
+__all__ = ["SweepIndex", "build_index", "write_index", "summary_numbers", "JOB_FILE", "INDEX_CSV", "INDEX_JSON",
+           "STATUSES", "main"]
+
+JOB_FILE = "job.json"
+INDEX_CSV = "index.csv"
+INDEX_JSON = "index.json"
+START_FILE = ".sweep_started"
+STATUSES = ("ok", "failed", "skipped", "missing")
+ERROR_FILE = "error.txt"  # rfscaling.errors.ERROR_FILE
+TRACEBACK_FILE = "traceback.txt"  # rfscaling.errors.TRACEBACK_FILE
+
+#: summary.json entries copied into the index: column -> path in the summary
+SUMMARY_COLUMNS = {
+    "E_g": ("final", "E_g"),
+    "E_g_se": ("final", "E_g_se"),
+    "E_g_theory": ("final", "E_g_theory"),
+    "bias": ("final", "bias"),
+    "variance": ("final", "variance"),
+    "final_time": ("final", "time"),
+    "es_time": ("early_stopping", "stopping_time"),
+    "es_E_g": ("early_stopping", "E_g"),
+    "es_E_g_se": ("early_stopping", "E_g_se"),
+    "es_theory_time": ("early_stopping", "theory_optimum_time"),
+    "es_theory_E_g": ("early_stopping", "theory_optimum_E_g"),
+    "compute_macs": ("compute_macs",),
+    "wall_time_s": ("wall_time_s",),
+    "dynamics": ("dynamics",),
+    "integrator": ("integrator",),
+    "P": ("P",),
+    "N": ("n_parameters",),
+    "datasets": ("datasets",),
+    "replicas": ("replicas",),
+    "stop_reason": ("stop_reason",),
+}
+FIXED_COLUMNS = ("job", "status", "error", "run_dir", "overrides")
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _is_multirun(config) -> bool:
+    try:
+        from hydra.types import RunMode
+
+        return config.hydra.mode == RunMode.MULTIRUN
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _get(d: Any, path: Iterable[str]) -> Any:
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def summary_numbers(summary: Optional[dict]) -> dict:
+    """The index columns taken from a summary.json dict (None where absent)."""
+    out = {}
+    for col, path in SUMMARY_COLUMNS.items():
+        v = _get(summary or {}, path)
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        out[col] = v
+    return out
+
+
+def _one_line(exc: Any) -> str:
+    try:
+        from rfscaling.errors import one_line
+
+        return f"{type(exc).__name__}: {one_line(exc)}" if isinstance(exc, BaseException) else str(exc)
+    except Exception:  # pragma: no cover
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class SweepIndex(Callback):
+    """Hydra callback that writes the sweep index (module docstring). Does nothing in RUN mode."""
+
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / START_FILE).write_text(f"{time.time():.6f}\n")
+
+    def on_job_start(self, config, **kwargs: Any) -> None:
+        if not _is_multirun(config):
+            return
+        job_dir = Path(str(config.hydra.runtime.output_dir))
+        job_dir.mkdir(parents=True, exist_ok=True)
+        for name in (ERROR_FILE, TRACEBACK_FILE):  # from an earlier attempt in the same directory
+            stale = job_dir / name
+            if stale.exists():
+                stale.unlink()
+        _atomic_json(job_dir / JOB_FILE, {
+            "job": int(config.hydra.job.num), "status": "running", "error": None,
+            "overrides": list(config.hydra.overrides.task), "started": time.time(), "ended": None,
+            "pid": os.getpid(), "host": os.uname().nodename,
+        })
+
+    def on_job_end(self, config, job_return, **kwargs: Any) -> None:
+        if not _is_multirun(config):
+            return
+        from hydra.core.utils import JobStatus
+
+        job_dir = Path(str(config.hydra.runtime.output_dir))
+        try:
+            rec = json.loads((job_dir / JOB_FILE).read_text())
+        except (OSError, ValueError):
+            rec = {"job": int(config.hydra.job.num), "overrides": list(config.hydra.overrides.task),
+                   "started": None}
+        error = None
+        value = getattr(job_return, "_return_value", None)
+        if job_return.status == JobStatus.FAILED:  # escaped the error boundary (HYDRA_FULL_ERROR=1)
+            status, error = "failed", _one_line(value)
+        elif (job_dir / ERROR_FILE).exists():
+            status = "failed"
+            error = (job_dir / ERROR_FILE).read_text().strip() or "failed"
+        else:
+            status = "ok"
+            summary = job_dir / "summary.json"
+            started = rec.get("started")
+            if started is not None and summary.exists() and summary.stat().st_mtime < started:
+                status = "skipped"  # a finished run of the same configuration was already there
+        rec.update(status=status, error=error, ended=time.time())
+        _atomic_json(job_dir / JOB_FILE, rec)
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        since = None
+        try:
+            since = float((sweep_dir / START_FILE).read_text())
+        except (OSError, ValueError):
+            pass
+        rows = build_index(sweep_dir, since=since)
+        csv_path = write_index(sweep_dir, rows)
+        counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+        extra = f", {counts['missing']} missing" if counts["missing"] else ""
+        print(f"sweep index: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped{extra} "
+              f"-> {csv_path}", flush=True)
+        bad = {r["run_dir"]: r["error"] or r["status"] for r in rows if r["status"] in ("failed", "missing")}
+        if bad:
+            from rfscaling.errors import note_sweep_failures
+
+            note_sweep_failures(bad, index=str(csv_path))
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    """Job directories below ``sweep_dir`` (any depth up to 3): those with ``.hydra/hydra.yaml``."""
+    out = []
+    for depth in ("*", "*/*", "*/*/*"):
+        out += [p.parent.parent for p in sweep_dir.glob(f"{depth}/.hydra/hydra.yaml")]
+    return sorted(set(out))
+
+
+def _read_overrides(job_dir: Path) -> list[str]:
+    import yaml
+
+    try:
+        ov = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+        return [str(o) for o in ov] if isinstance(ov, list) else []
+    except (OSError, ValueError, yaml.YAMLError):
+        return []
+
+
+def _job_num(job_dir: Path) -> Optional[int]:
+    import yaml
+
+    try:
+        h = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())
+        return int(h["hydra"]["job"]["num"])
+    except Exception:
+        try:
+            return int(job_dir.name)
+        except ValueError:
+            return None
+
+
+def build_index(sweep_dir: str | os.PathLike, since: Optional[float] = None) -> list[dict]:
+    """Rows of the index of ``sweep_dir`` (sorted by job number). ``since``: drop job dirs not
+    touched by a sweep started at that time (left over from an earlier sweep into the same dir)."""
+    sweep_dir = Path(sweep_dir)
+    rows = []
+    for job_dir in _job_dirs(sweep_dir):
+        rec = None
+        try:
+            rec = json.loads((job_dir / JOB_FILE).read_text())
+        except (OSError, ValueError):
+            pass
+        if since is not None:
+            started = rec.get("started") if rec else None
+            mtime = (job_dir / ".hydra" / "hydra.yaml").stat().st_mtime
+            if (started if started is not None else mtime) < since - 1.0:
+                continue
+        summary = None
+        try:
+            summary = json.loads((job_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            pass
+        error_file = job_dir / ERROR_FILE
+        if rec is not None and rec.get("status") in ("ok", "failed", "skipped"):
+            status, error = rec["status"], rec.get("error")
+        elif error_file.exists():
+            status, error = "failed", None
+        elif rec is None and summary is not None:  # a job of a sweep without the callback
+            status, error = "ok", None
+        else:
+            status, error = "missing", "the job left no result (killed?)"
+        if status == "failed" and not error and error_file.exists():
+            error = error_file.read_text().strip()
+        overrides = (rec or {}).get("overrides") or _read_overrides(job_dir)
+        num = (rec or {}).get("job")
+        row = {
+            "job": num if num is not None else _job_num(job_dir),
+            "status": status,
+            "error": error or "",
+            "run_dir": str(job_dir),
+            "overrides": " ".join(overrides),
+        }
+        for o in overrides:
+            key, _, value = o.partition("=")
+            row[f"{key.lstrip('+~')}"] = value
+        row.update(summary_numbers(summary) if status in ("ok", "skipped") else summary_numbers(None))
+        rows.append(row)
+    rows.sort(key=lambda r: (r["job"] is None, r["job"] if r["job"] is not None else 0, r["run_dir"]))
+    return rows
+
+
+def write_index(sweep_dir: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write ``index.csv`` and ``index.json`` into ``sweep_dir``; returns the CSV path."""
+    sweep_dir = Path(sweep_dir)
+    over_cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in FIXED_COLUMNS and k not in SUMMARY_COLUMNS and k not in over_cols:
+                over_cols.append(k)
+    columns = [*FIXED_COLUMNS, *over_cols, *SUMMARY_COLUMNS]
+    csv_path = sweep_dir / INDEX_CSV
+    tmp = csv_path.with_name(f".{INDEX_CSV}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in columns})
+    os.replace(tmp, csv_path)
+    _atomic_json(sweep_dir / INDEX_JSON, {"sweep_dir": str(sweep_dir), "columns": columns, "jobs": rows})
+    return csv_path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rfscaling.studies.sweep",
+                                description="(Re)build index.csv / index.json of a sweep directory.")
+    p.add_argument("sweep_dir", type=Path)
+    a = p.parse_args(argv)
+    if not a.sweep_dir.is_dir():
+        sys.stderr.write(f"error: {a.sweep_dir}: not a directory\n")
+        return 2
+    rows = build_index(a.sweep_dir)
+    path = write_index(a.sweep_dir, rows)
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    print(f"{len(rows)} jobs ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}) -> {path}")
+    return 1 if counts["failed"] or counts["missing"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
