@@ -60,7 +60,8 @@ def _t_grid(P_values, N_values, alpha, per_decade):
     return np.geomspace(lo, hi, int(np.log10(hi / lo) * per_decade) + 1)
 
 
-def plot_frontier(result, path_stem: Path, dpi: int = 200, reference_slope: float | None = None):
+def plot_frontier(result, path_stem: Path, dpi: int = 200, reference_slope: float | None = None,
+                  global_slope: float | None = None):
     """Write ``<stem>.png`` and ``<stem>.pdf``; returns the two paths."""
     import matplotlib
 
@@ -83,15 +84,20 @@ def plot_frontier(result, path_stem: Path, dpi: int = 200, reference_slope: floa
     handles = [Line2D([], [], color=colours[P], lw=2.6, label=f"P = {int(P):,}") for P in Ps]
     handles.append(Line2D([], [], color="black", lw=2.0, ls="--", label="frontier over all P"))
     handles.append(Line2D([], [], color="grey", lw=0.6, label="one model size N per line"))
+    def guide(fr, slope, colour, label):
+        """A dotted line of the given slope, half a decade below the middle of frontier ``fr``."""
+        e = fr["E_g"].to_numpy()
+        f = fr["compute"].to_numpy()
+        i = int(np.argmin(np.abs(np.log(e) - 0.5 * (np.log(e.max()) + np.log(e.min())))))
+        ff = f[i] * np.array([10**-1.5, 10**1.5])
+        ax.plot(ff, 0.35 * e[i] * (ff / f[i]) ** slope, color=colour, lw=1.3, ls=":")
+        handles.append(Line2D([], [], color=colour, lw=1.3, ls=":", label=label))
+
     if reference_slope is not None:
-        # anchor the reference slope on the frontier of the largest P, one decade into its range
-        fr = result.frontier_by_P[int(Ps[-1])]
-        f0 = float(np.exp(np.log(fr["compute"]).quantile(0.55)))
-        e0 = float(result.frontier_at(f0, P=int(Ps[-1])))
-        ff = f0 * np.array([10**-1.5, 10**1.5])
-        ax.plot(ff, 0.3 * e0 * (ff / f0) ** reference_slope, color="tab:red", lw=1.2, ls=":")
-        handles.append(Line2D([], [], color="tab:red", lw=1.2, ls=":",
-                              label=f"∝ f^({reference_slope:.3g}) (derived, fixed P)"))
+        guide(result.frontier_by_P[int(Ps[-1])], reference_slope, "tab:red",
+              f"∝ f^({reference_slope:.3g}): derived, fixed P")
+    if global_slope is not None and len(Ps) > 1:
+        guide(result.frontier, global_slope, "black", f"∝ f^({global_slope:.3g}): derived, over P")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"compute $f = 2PN\,t\,\lambda_{\max}(H)$  [multiply-adds]")
@@ -159,7 +165,8 @@ def main(argv=None) -> int:
     frames += [res.frontier_by_P[int(P)].assign(frontier=f"P={int(P)}") for P in P_values]
     pd.concat(frames, ignore_index=True).to_csv(out / "frontier.csv", index=False)
     slope = [L.slope for L in predicted_exponents(args.alpha, args.beta, "compute") if L.y == "E_g"][0]
-    paths = plot_frontier(res, out / "frontier", dpi=args.dpi, reference_slope=slope)
+    gslope = [L.slope for L in predicted_exponents(args.alpha, args.beta, "compute_global") if L.y == "E_g"][0]
+    paths = plot_frontier(res, out / "frontier", dpi=args.dpi, reference_slope=slope, global_slope=gslope)
 
     # exponents: clean asymptotic checks (engine deep in each regime), then this figure's frontiers
     keep = ["regime", "law", "derived", "fitted", "ci_lo", "ci_hi", "agrees", "setting"]
