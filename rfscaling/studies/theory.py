@@ -91,10 +91,22 @@ class OptimalStop:
     interior: bool
 
 
-def optimal_stop(cond: Condition, t_min: float, t_max: float, per_decade: int = 40) -> OptimalStop:
+def optimal_stop(cond: Condition, t_min: float, t_max: float, per_decade: int = 40,
+                 guess: Optional[float] = None) -> OptimalStop:
     """Locate the early-stopping optimum of the DMFT E_g(t) in [t_min, t_max]: a grid with
     ``per_decade`` points per decade, refined by a parabola in (log t, log E) through the five
-    points around the grid minimum (relative accuracy ~1e-4 in t for smooth minima)."""
+    points around the grid minimum (relative accuracy ~1e-4 in t for smooth minima).
+
+    ``guess``: search [guess/30, 30 guess] first (the cost grows with the decades searched), and
+    the whole range only if the minimum falls on the edge of that window."""
+    if guess is not None and math.isfinite(guess) and guess > 0:
+        lo, hi = max(t_min, guess / 30.0), min(t_max, guess * 30.0)
+        if hi > lo * 1.5:
+            o = optimal_stop(cond, lo, hi, per_decade)
+            at_edge = (not o.interior) and ((lo > t_min and o.time <= lo * 1.2) or
+                                            (hi < t_max and (math.isinf(o.time) or o.time >= hi / 1.2)))
+            if o.interior or not at_edge:
+                return o
     n = max(int(np.log10(t_max / t_min) * per_decade) + 1, 8)
     t = np.geomspace(t_min, t_max, n)
     E = np.asarray(curve(cond, t).generalization_error, dtype=float)
@@ -112,3 +124,23 @@ def optimal_stop(cond: Condition, t_min: float, t_max: float, per_decade: int = 
     # one more evaluation at the vertex: the refined minimum of the actual curve
     Em = float(curve(cond, [math.exp(xm)]).generalization_error[0])
     return OptimalStop(math.exp(xm), min(Em, float(E[i])), True)
+
+
+def flat_window(cond: Condition, opt: OptimalStop, dE: float, t_min: float, t_max: float) -> tuple[float, float]:
+    """Times around the optimum where the DMFT E_g(t) <= E* + dE: the resolution with which the
+    optimum of a curve measured to +-dE can be located. Returns (t_lo, t_hi) (clipped to the
+    range; (nan, nan) without an interior optimum)."""
+    if not opt.interior or not (dE > 0):
+        return float("nan"), float("nan")
+    lo, hi = max(t_min, opt.time / 300.0), min(t_max, opt.time * 300.0)
+    t = np.geomspace(lo, hi, 121)
+    E = np.asarray(curve(cond, t).generalization_error, dtype=float)
+    inside = E <= opt.error + dE
+    i = int(np.argmin(np.abs(np.log(t / opt.time))))
+    a = i
+    while a > 0 and inside[a - 1]:
+        a -= 1
+    b = i
+    while b < t.size - 1 and inside[b + 1]:
+        b += 1
+    return float(t[a]), float(t[b])

@@ -1,0 +1,141 @@
+"""Shared pieces of the study analyses: command line, output folder, figure style, saving.
+
+Every analysis reads a finished sweep directory and writes, into ``<sweep dir>/analysis/`` (or
+``--out``): figures as PNG and PDF, tables as CSV (and Markdown), and ``results.json`` with the
+headline numbers. Nothing is trained or re-run: the inputs are the run files and the sweep index;
+theory lines come from :mod:`rfscaling.theory` (milliseconds per curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+__all__ = ["parser", "resolve_sweep", "output_dir", "setup_matplotlib", "save_figure", "write_table",
+           "write_results", "markdown_table", "fmt", "colors", "STUDIES_ROOT"]
+
+#: Where the presets put their sweeps (hydra.sweep.dir of conf/experiment/*.yaml).
+STUDIES_ROOT = Path("runs") / "studies"
+
+
+def parser(study: str, doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m analysis {study}", description=doc.strip().splitlines()[0])
+    p.add_argument("sweep_dir", nargs="?", type=Path, default=None,
+                   help=f"sweep directory (default: the newest under {STUDIES_ROOT / study})")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: <sweep_dir>/analysis)")
+    p.add_argument("--dpi", type=int, default=200, help="PNG resolution")
+    return p
+
+
+def resolve_sweep(study: str, sweep_dir: Optional[Path]) -> Path:
+    """The sweep to analyse: ``sweep_dir``, or the newest one of ``study`` under runs/studies."""
+    if sweep_dir is not None:
+        if not sweep_dir.is_dir():
+            raise SystemExit(f"error: {sweep_dir}: not a directory")
+        return sweep_dir
+    root = STUDIES_ROOT / study
+    cands = sorted((d for d in root.glob("*") if d.is_dir()), key=lambda d: d.stat().st_mtime) if root.is_dir() else []
+    if not cands:
+        raise SystemExit(f"error: no sweep under {root}; run `python -m rfscaling.train experiment={study}` first "
+                         "or pass the sweep directory")
+    return cands[-1]
+
+
+def output_dir(sweep_dir: Path, out: Optional[Path]) -> Path:
+    d = Path(out) if out is not None else Path(sweep_dir) / "analysis"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def setup_matplotlib():
+    """Agg backend and a clean, publication-style default (returns pyplot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({
+        "font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9.5, "legend.fontsize": 7.5,
+        "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.grid": True, "grid.alpha": 0.25,
+        "grid.linewidth": 0.5, "axes.spines.top": False, "axes.spines.right": False,
+        "lines.linewidth": 1.4, "errorbar.capsize": 1.8, "lines.markersize": 4.0,
+        "legend.frameon": False, "savefig.bbox": "tight", "pdf.fonttype": 42,
+    })
+    return plt
+
+
+def save_figure(fig, out_dir: Path, stem: str, dpi: int = 200) -> list[Path]:
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    fig.savefig(paths[0], dpi=dpi)
+    fig.savefig(paths[1])
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return paths
+
+
+def fmt(x, digits: int = 3) -> str:
+    """Short number format for tables ('' for None/NaN)."""
+    if x is None:
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, str):
+        return x
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(x):
+        return "inf" if x > 0 else ("-inf" if x < 0 else "")
+    return f"{x:.{digits}g}"
+
+
+def markdown_table(df, columns: Optional[Iterable[str]] = None, digits: int = 3) -> str:
+    cols = list(columns) if columns is not None else list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(fmt(r[c], digits) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df, out_dir: Path, stem: str, markdown_columns: Optional[Iterable[str]] = None) -> Path:
+    """``<stem>.csv`` (all columns, full precision) and ``<stem>.md`` (selected columns, 3 digits)."""
+    path = out_dir / f"{stem}.csv"
+    df.to_csv(path, index=False)
+    (out_dir / f"{stem}.md").write_text(markdown_table(df, markdown_columns))
+    return path
+
+
+def _plain(v):
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    return v
+
+
+def write_results(out_dir: Path, results: dict) -> Path:
+    path = out_dir / "results.json"
+    path.write_text(json.dumps(_plain(results), indent=1) + "\n")
+    return path
+
+
+def colors(n: int, cmap: str = "viridis", lo: float = 0.05, hi: float = 0.85) -> list:
+    import matplotlib
+
+    cm = matplotlib.colormaps[cmap]
+    return [cm(lo + (hi - lo) * i / max(n - 1, 1)) for i in range(n)]
