@@ -694,6 +694,95 @@ def bench_exact_vs_euler(device, quick: bool, dtypes=(torch.float64, torch.float
 
 
 # ---------------------------------------------------------------------------------------------
+# 4. end to end: the default app run with the candidates patched in (opt-in, --e2e)
+# ---------------------------------------------------------------------------------------------
+
+
+def _kernel_space_advance(orig):
+    """Candidate EulerDynamics.advance for P < N without Langevin noise: with c = 1 - dt wd,
+    w_k = c^k w + X^T a_k, a_{k+1} = c a_k - dt (c^k X w + K a_k - y), K = X X^T (P x P); the
+    same iterates as the w-space step up to rounding. Other cases fall back to ``orig``."""
+
+    def advance(self, state, n_steps):
+        n = int(n_steps)
+        X = self.data.features
+        if n == 0 or self.params.temperature > 0 or X.shape[1] >= X.shape[2]:
+            return orig(self, state, n_steps)
+        K = self.__dict__.get("_cand_K")
+        if K is None:
+            K = self.__dict__["_cand_K"] = X @ X.transpose(1, 2)
+        dt, c = self.dt, 1.0 - self.dt * self.params.weight_decay
+        xw = torch.bmm(state.weights, X.transpose(1, 2))  # X w, (D, R, P)
+        y = self.data.labels
+        a = torch.zeros_like(xw)
+        ck = 1.0
+        for _ in range(n):
+            r = torch.baddbmm(torch.add(-y, xw, alpha=ck) if ck != 1.0 else xw - y, a, K)
+            a = a.mul_(c).sub_(r, alpha=dt) if c != 1.0 else a.sub_(r, alpha=dt)
+            ck *= c
+        w = torch.baddbmm(state.weights, a, X, beta=ck)
+        m = state.step + n
+        return type(state)(w, m, m * dt, state.generator)
+
+    return advance
+
+
+@contextlib.contextmanager
+def _candidates(image: bool, kernel: bool):
+    from rfscaling.hooks import TensorBoardHook
+
+    orig_img, orig_adv = TensorBoardHook.mode_image, EulerDynamics.advance
+
+    def blit_image(self, snapshot):
+        blit = self.__dict__.get("_cand_blit")
+        if blit is None:
+            th = snapshot.theory.mode_error if snapshot.theory is not None else None
+            ref = th if th is not None and np.any(th > 0) else snapshot.metrics.mode_error
+            ylim = (float(ref[ref > 0].min()) * 1e-4, float(ref.max()) * 3)
+            blit = self.__dict__["_cand_blit"] = _BlitModeImage(ref.size, ylim)
+        return blit(snapshot)
+
+    if image:
+        TensorBoardHook.mode_image = blit_image
+    if kernel:
+        EulerDynamics.advance = _kernel_space_advance(orig_adv)
+    try:
+        yield
+    finally:
+        TensorBoardHook.mode_image, EulerDynamics.advance = orig_img, orig_adv
+
+
+def bench_end_to_end(device, rounds: int) -> dict:
+    """rfscaling.train.train on the default config (progress bar off), as is and with the
+    candidates patched in, interleaved; final E_g and early-stopping time must not change."""
+    from rfscaling.train import spec_from_config, train
+
+    variants = {
+        "tensorboard on, as is": (True, False, False),
+        "tensorboard on, candidate image": (True, True, False),
+        "tensorboard on, candidate image + kernel-space advance": (True, True, True),
+        "tensorboard off, as is": (False, False, False),
+        "tensorboard off, kernel-space advance": (False, False, True),
+    }
+    best: dict = {}
+    for _ in range(rounds):
+        for name, (tb, img, kern) in variants.items():
+            spec = spec_from_config(_compose([f"device={device.type}", "hooks.progress=false",
+                                              f"hooks.tensorboard={str(tb).lower()}"]))
+            with tempfile.TemporaryDirectory() as tmp, _candidates(img, kern):
+                s = train(spec, tmp)
+            row = {"wall_s": float(s["wall_time_s"]), "loop_s": float(s["loop_wall_time_s"]),
+                   "E_g": s["final"]["E_g"], "stopping_time": (s.get("early_stopping") or {}).get("stopping_time")}
+            if name not in best or row["wall_s"] < best[name]["wall_s"]:
+                best[name] = row
+    base_on, base_off = best["tensorboard on, as is"]["wall_s"], best["tensorboard off, as is"]["wall_s"]
+    for name, row in best.items():
+        row["speedup"] = (base_on if name.startswith("tensorboard on") else base_off) / row["wall_s"]
+        row["E_g_rel_diff"] = abs(row["E_g"] - best["tensorboard on, as is"]["E_g"]) / best["tensorboard on, as is"]["E_g"]
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
 
@@ -747,6 +836,8 @@ def main(argv=None) -> dict:
                     help="torch CPU threads (default 1, as the testbed's tests; 0: torch's default)")
     ap.add_argument("--out", default="bench/results/train.json")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: throughput,hooks,exact")
+    ap.add_argument("--e2e", action="store_true",
+                    help="also time the default app run end to end with the candidates patched in (~40 s a round)")
     args = ap.parse_args(argv)
     q = args.quick
     device = torch.device(args.device)
@@ -864,6 +955,17 @@ def main(argv=None) -> dict:
                   f"-> {r['ratio_euler_over_cand_exact_batched']:.0f}x over Euler (max rel. diff to the exact chain "
                   f"{r['cand_exact_batched_max_rel_diff']:.1e})")
         res["section_s"]["exact"] = time.perf_counter() - t_sec
+
+    t_sec = time.perf_counter()
+    if args.e2e:
+        print("\n[4] end to end: python -m rfscaling.train defaults (progress bar off), as is vs candidates patched in "
+              f"(best of {1 if q else 2} interleaved rounds)")
+        e2e = bench_end_to_end(device, 1 if q else 2)
+        res["end_to_end"] = e2e
+        for name, r in e2e.items():
+            print(f"  {name:<56} wall {r['wall_s']:6.2f} s (loop {r['loop_s']:6.2f} s) x{r['speedup']:.1f}; final E_g "
+                  f"{r['E_g']:.6g} (rel. diff {r['E_g_rel_diff']:.0e}), early-stopping t {r['stopping_time']:.4g}")
+        res["section_s"]["e2e"] = time.perf_counter() - t_sec
 
     res["targets"] = _targets(res)
     print("\ntargets:")
