@@ -180,6 +180,26 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
     modes : also return per-mode arrays of shape (T, N) (costs O(T N nodes^2)).
     quadrature_nodes : nodes per half contour of the inverse Laplace transform (24 or 32).
     """
+    with _blas_single_thread():
+        return _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, weight_decay,
+                        temperature, init_variance, tail_power, modes, quadrature_nodes)
+
+
+def _blas_single_thread():
+    """BLAS limited to one thread while the engine runs: its products are thin (n x N)(N x n) ones
+    that gain little from threads, while busy-waiting BLAS threads on a shared machine made the
+    engine 2-6x slower, and a fixed thread count makes results bit-reproducible."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, weight_decay, temperature,
+             init_variance, tail_power, modes, quadrature_nodes) -> Prediction:
     lam, w2, P, t, sc = _validate(eigenvalues, target_second_moment, n_samples, times,
                                   label_noise=label_noise, weight_decay=weight_decay,
                                   temperature=temperature, init_variance=init_variance,
