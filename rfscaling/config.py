@@ -200,7 +200,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
-    threads: Optional[int] = None  # torch CPU threads; null: torch's default
+    threads: Optional[int] = 1  # torch CPU threads; null: torch default (see docs/performance.md)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
@@ -578,7 +578,7 @@ def settings_from_config(cfg: Any) -> Settings:
 
     seed = top.int_("seed", lo=0, hi=2**63 - 1, what="must be an integer in [0, 2**63 - 1]", default=0)
     dtype = top.choice("dtype", DTYPES, default="float32")
-    threads = top.int_("threads", lo=1, optional=True, default=None,
+    threads = top.int_("threads", lo=1, optional=True, default=1,
                        what="must be a positive integer (torch CPU threads) or null")
     device_raw = top.raw("device", "auto")
 
