@@ -65,7 +65,7 @@ def setup_matplotlib():
         "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.grid": True, "grid.alpha": 0.25,
         "grid.linewidth": 0.5, "axes.spines.top": False, "axes.spines.right": False,
         "lines.linewidth": 1.4, "errorbar.capsize": 1.8, "lines.markersize": 4.0,
-        "legend.frameon": False, "savefig.bbox": "tight", "pdf.fonttype": 42,
+        "legend.frameon": False, "pdf.fonttype": 42,
     })
     return plt
 
@@ -139,3 +139,34 @@ def colors(n: int, cmap: str = "viridis", lo: float = 0.05, hi: float = 0.85) ->
 
     cm = matplotlib.colormaps[cmap]
     return [cm(lo + (hi - lo) * i / max(n - 1, 1)) for i in range(n)]
+
+
+def plain_log_ticks(ax, which: str = "both", values=None) -> None:
+    """Readable tick labels on log axes: plain numbers ('0.03', '256') at the major ticks (or at
+    ``values`` on the x axis), no labels on the minor ones."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    def fmt_tick(v, _pos=None):
+        if v <= 0:
+            return ""
+        if 1e-3 <= v < 1e4:
+            return f"{v:g}"
+        e = int(np.floor(np.log10(v) + 1e-9))
+        m = v / 10**e
+        return f"$10^{{{e}}}$" if abs(m - 1) < 1e-6 else f"${m:g}\\cdot10^{{{e}}}$"
+
+    from matplotlib.ticker import LogLocator
+
+    axes = [ax.xaxis, ax.yaxis] if which == "both" else [ax.xaxis if which == "x" else ax.yaxis]
+    for axis in axes:
+        if axis.get_scale() != "log":
+            continue
+        if values is not None and axis is ax.xaxis:
+            axis.set_major_locator(FixedLocator(list(values)))
+        else:
+            lo, hi = (ax.get_xlim() if axis is ax.xaxis else ax.get_ylim())
+            decades = np.log10(max(hi, 1e-300) / max(lo, 1e-300))
+            subs = (1.0,) if decades > 2.5 else ((1.0, 2.0, 5.0) if decades > 0.8 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0))
+            axis.set_major_locator(LogLocator(base=10.0, subs=subs))
+        axis.set_major_formatter(FuncFormatter(fmt_tick))
+        axis.set_minor_formatter(NullFormatter())

@@ -31,8 +31,8 @@ from typing import Optional
 
 import numpy as np
 
-from analysis.common import (colors, fmt, output_dir, parser, resolve_sweep, save_figure, setup_matplotlib,
-                             write_results, write_table)
+from analysis.common import (colors, fmt, output_dir, parser, plain_log_ticks, resolve_sweep, save_figure,
+                             setup_matplotlib, write_results, write_table)
 
 STUDY = "early_stopping"
 BY = ["data.P", "data.label_noise", "dynamics.name", "dynamics.weight_decay", "dynamics.temperature"]
@@ -197,7 +197,7 @@ def _plot(tab, ok, out_dir, dpi):
     from rfscaling.studies.theory import condition
 
     plt = setup_matplotlib()
-    fig, axes = plt.subplots(2, 4, figsize=(13.0, 5.6), layout="constrained", sharex="col")
+    fig, axes = plt.subplots(2, 4, figsize=(13.0, 6.0), layout="constrained", sharex="col")
     t_max = float(ok["dynamics.t_max"].iloc[0])
     t_min = float(ok["dt"].min())
     Ps = sorted(tab["data.P"].unique())
@@ -278,10 +278,17 @@ def _plot(tab, ok, out_dir, dpi):
         axes[1, j].set_yscale("log")
     for j in (0, 1):
         axes[0, j].set_xscale("log")
+    for j in range(4):
+        for i in (0, 1):
+            plain_log_ticks(axes[i, j], values=Ps if j == 0 else (noises if j == 1 else None))
     axes[0, 0].set_ylabel("optimal stopping time $t^*$")
     axes[1, 0].set_ylabel("error at the optimum $E_g(t^*)$")
-    axes[0, 0].legend(loc="best", fontsize=6.5, title="dynamics (cols 1-2)", title_fontsize=6.5)
-    axes[0, 2].legend(loc="best", fontsize=6.5, title="label noise (cols 3-4)", title_fontsize=6.5)
+    h0, l0 = axes[0, 0].get_legend_handles_labels()
+    h2, l2 = axes[0, 2].get_legend_handles_labels()
+    fig.legend(h0, l0, loc="outside lower left", ncol=len(h0), fontsize=7, title="dynamics (columns 1-2)",
+               title_fontsize=7)
+    fig.legend(h2, l2, loc="outside lower right", ncol=len(h2), fontsize=7, title="label noise (columns 3-4)",
+               title_fontsize=7)
     first = ok.iloc[0]
     S = int(tab["n_seeds"].median())
     fig.suptitle(f"Early stopping, power-law task $\\alpha$ = {first['data.alpha']:g}, $\\beta$ = {first['data.beta']:g}, "

@@ -39,6 +39,9 @@ STUDY = "pareto"
 #: Stated tolerance on |fitted - derived| of the fixed-P compute exponent (the window between
 #: N* = 8 and N* ~ P/4 is short; the DMFT on the same corners drifts by a similar amount).
 TOLERANCE = 0.1
+#: Relative accuracy of the DMFT at these sizes (finite-N, P corrections; docs/testbed.md: 2-7 %
+#: at N = 1000, P = 256 in single quantities): the second criterion allows 2 SE + this.
+FINITE_SIZE = 0.02
 
 
 def points(runs, curves):
@@ -160,8 +163,11 @@ def analyze(sweep_dir: Path, out: Optional[Path] = None, dpi: int = 200, plot: b
         for scope in ("per_P", "global"):
             s = fr[(fr["kind"] == kind) & ((fr["frontier"] == "global") == (scope == "global"))]
             z, rel = s["z"].to_numpy(float), s["rel_dev"].to_numpy(float)
+            dev = (s["E_g"] - s["E_g_dmft"]).abs().to_numpy(float)
+            allow = (2.0 * s["E_g_se"] + FINITE_SIZE * s["E_g_dmft"]).to_numpy(float)
             summary[f"{kind}_{scope}"] = {
                 "corners": int(len(s)), "z_max_abs": float(np.nanmax(np.abs(z))) if len(z) else None,
+                "within_2se_plus_finite_size": float(np.nanmean(dev <= allow)) if len(z) else None,
                 "z_rms": float(np.sqrt(np.nanmean(z**2))) if len(z) else None,
                 "z_mean": float(np.nanmean(z)) if len(z) else None,
                 "within_2": float(np.nanmean(np.abs(z) <= 2)) if len(z) else None,
@@ -203,17 +209,20 @@ def _plot(pts, fr, ex, ok, ref, out_dir, dpi):
     axes[0].set_ylabel("generalization error $E_g$")
     axes[0].legend(fontsize=6, ncol=2, loc="lower left")
     ax = axes[-1]
-    for P in Ps:
-        d = fr[(fr["frontier"] == f"P={P}") & (fr["kind"] == "dmft_corner")].sort_values("compute")
-        ax.step(d["compute"], d["E_g_dmft"], where="post", color=cP[P], lw=1.8, label=f"DMFT frontier P = {P}")
-        ax.errorbar(d["compute"], d["E_g"], yerr=d["E_g_se"], fmt="o", ms=2.6, mfc="white", color=cP[P],
-                    elinewidth=0.7, zorder=3)
-    gl = fr[(fr["frontier"] == "global") & (fr["kind"] == "dmft_corner")].sort_values("compute")
-    ax.step(gl["compute"], gl["E_g_dmft"], where="post", color="black", lw=1.0, ls="--", label="global frontier")
     if ref is not None:
         g = ref.frontier.sort_values("compute")
-        ax.step(g["compute"], g["E_g"], where="post", color="0.5", lw=1.0, ls=":",
-                label="rfscaling.theory.frontier ($\\lambda_{max}$: DE edge)")
+        ax.step(g["compute"], g["E_g"], where="post", color="0.75", lw=4.0, zorder=1, solid_capstyle="butt",
+                label="rfscaling.theory.frontier (own t grid, $\\lambda_{max}$ = DE edge)")
+    for P in Ps:
+        d = fr[(fr["frontier"] == f"P={P}") & (fr["kind"] == "dmft_corner")].sort_values("compute")
+        ax.step(d["compute"], d["E_g_dmft"], where="post", color=cP[P], lw=1.2, zorder=2,
+                label=f"DMFT frontier P = {P}")
+        s = d.iloc[::2]
+        ax.errorbar(s["compute"], s["E_g"], yerr=s["E_g_se"], fmt="o", ms=2.4, mfc="white", color=cP[P],
+                    elinewidth=0.7, zorder=3)
+    gl = fr[(fr["frontier"] == "global") & (fr["kind"] == "dmft_corner")].sort_values("compute")
+    ax.step(gl["compute"], gl["E_g_dmft"], where="post", color="black", lw=1.1, ls="--", zorder=4,
+            label="global DMFT frontier (all P)")
     if len(ex):
         r = ex.iloc[0]
         sub = fr[(fr["frontier"] == f"P={int(r['P'])}") & (fr["kind"] == "dmft_corner")]
@@ -223,8 +232,8 @@ def _plot(pts, fr, ex, ok, ref, out_dir, dpi):
         ax.plot(ff, 1.6 * math.exp(e0) * (ff / f0) ** r["derived"], color="crimson", ls="--", lw=1.2,
                 label=f"derived slope {r['derived']:.3g} (fit at P = {int(r['P'])}: {r['fitted']:.3f} "
                       f"[{r['ci_lo']:.3f}, {r['ci_hi']:.3f}])")
-    ax.set(xscale="log", yscale="log", xlabel="compute f (multiply-adds)", title="frontiers: points = experiment at "
-           "the DMFT-optimal (N, t)")
+    ax.set(xscale="log", yscale="log", xlabel="compute f (multiply-adds)",
+           title="frontiers (points: experiment at the DMFT-optimal N, t)")
     ax.legend(fontsize=5.8, loc="lower left")
     first = ok.iloc[0]
     S = int(pts["n_seeds"].median())
@@ -243,7 +252,8 @@ def main(argv=None) -> int:
     res = analyze(sweep, a.out, a.dpi, reference=not a.no_reference)
     for key, s in res["agreement"].items():
         print(f"{key:<24} corners {s['corners']:>3}: |z| max {fmt(s['z_max_abs'], 2)}, rms {fmt(s['z_rms'], 2)}, "
-              f"mean z {fmt(s['z_mean'], 2)}, {100 * (s['within_2'] or 0):.0f}% within 2 SE; |rel. dev.| median "
+              f"mean z {fmt(s['z_mean'], 2)}, {100 * (s['within_2'] or 0):.0f}% within 2 SE, "
+              f"{100 * (s['within_2se_plus_finite_size'] or 0):.0f}% within 2 SE + {100 * FINITE_SIZE:g}%; |rel. dev.| median "
               f"{100 * (s['rel_dev_median_abs'] or 0):.1f}%, max {100 * (s['rel_dev_max_abs'] or 0):.1f}%")
     for r in res["exponents"]:
         print(f"{r['regime']} P={r['P']}: {r['law']} derived {r['derived']:.3f}, fitted {r['fitted']:.3f} "

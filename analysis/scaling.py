@@ -29,8 +29,8 @@ from typing import Optional
 
 import numpy as np
 
-from analysis.common import (colors, fmt, output_dir, parser, resolve_sweep, save_figure, setup_matplotlib,
-                             write_results, write_table)
+from analysis.common import (colors, fmt, output_dir, parser, plain_log_ticks, resolve_sweep, save_figure,
+                             setup_matplotlib, write_results, write_table)
 
 STUDY = "scaling"
 #: Stated tolerance on |fitted - derived| for the empirical exponents (absolute). The windows
@@ -116,16 +116,28 @@ def analyze(sweep_dir: Path, out: Optional[Path] = None, dpi: int = 200, plot: b
     away = fin[(fin["data.P"] <= fin["model.N"] / 2) | (fin["data.P"] >= fin["model.N"] * 2)]
     z = ((away["final.E_g"] - away["final.E_g_theory"]) / away["final.E_g_se"]).to_numpy(float)
     rel = ((away["final.E_g"] - away["final.E_g_theory"]) / away["final.E_g_theory"]).to_numpy(float)
+    big = (away["data.P"] >= 64).to_numpy()
     files = _plot(fin, avg, used, ex, ok, out_dir, dpi) if plot else []
     results = {"sweep_dir": str(sweep_dir), "jobs": len(runs), "ok": int(len(ok)), "tolerance": tolerance,
                "exponents": ex.to_dict(orient="records"),
                "final_vs_dmft": {"points": int(np.isfinite(z).sum()), "z_max_abs": float(np.nanmax(np.abs(z))),
                                  "z_rms": float(np.sqrt(np.nanmean(z**2))),
                                  "rel_dev_max_abs": float(np.nanmax(np.abs(rel))),
-                                 "rel_dev_median_abs": float(np.nanmedian(np.abs(rel)))},
+                                 "rel_dev_median_abs": float(np.nanmedian(np.abs(rel))),
+                                 "P_ge_64_rel_dev_max_abs": float(np.nanmax(np.abs(rel[big]))) if big.any() else None,
+                                 "P_ge_64_z_rms": float(np.sqrt(np.nanmean(z[big] ** 2))) if big.any() else None},
                "figures": [str(p) for p in files]}
     write_results(out_dir, results)
     return results
+
+
+def _line_grid(lo, hi, peaks, per_decade=12):
+    """Integer grid for a theory line: log-spaced, plus points around each interpolation peak
+    (P = N), which is too sharp at t = t_max for a plain grid."""
+    g = np.geomspace(lo, hi, int(np.log10(hi / lo) * per_decade) + 2)
+    extra = [p * f for p in peaks for f in (0.85, 0.95, 1.0, 1.05, 1.2)]
+    v = np.unique(np.round(np.concatenate([g, extra])).astype(int))
+    return v[(v >= lo) & (v <= hi)]
 
 
 def _theory_vs(key, values, fixed: dict, t):
@@ -162,16 +174,21 @@ def _plot(fin, avg, used, ex, ok, out_dir, dpi):
         ax.plot(xx, A * xx**s, ls="--", color="crimson", lw=1.3, zorder=4,
                 label=f"derived slope {s:.3g}; fit {row['fitted']:.3f} [{row['ci_lo']:.3f}, {row['ci_hi']:.3f}]")
 
+    def peak(g):  # P = N: the interpolation peak (the mean over data sets is dominated by rare,
+        return (g["data.P"] == g["model.N"]).to_numpy()  # nearly singular ones: not compared)
+
     # (a) against P, one curve per N
     ax = axes[0]
     cN = colors(len(Ns), "viridis")
-    Pf = np.unique(np.geomspace(min(Ps) * 0.75, max(Ps) * 1.3, 36).round().astype(int))
+    Pf = _line_grid(min(Ps) * 0.75, max(Ps) * 1.3, Ns)
     for col, N in zip(cN, Ns):
         g = fin[fin["model.N"] == N].sort_values("data.P")
         th = _theory_vs("P", Pf, {**fixed, "N": int(N)}, t_end)
-        ax.plot(Pf, th, color=col, lw=1.0, zorder=2)
-        ax.errorbar(g["data.P"], g["final.E_g"], yerr=g["final.E_g_se"], fmt="o", ms=3.2, mfc="white", color=col,
-                    elinewidth=0.8, label=f"N = {int(N)}", zorder=3)
+        ax.plot(Pf, th, color=col, lw=0.9, zorder=2)
+        k = ~peak(g)
+        ax.errorbar(g["data.P"][k], g["final.E_g"][k], yerr=g["final.E_g_se"][k], fmt="o", ms=3.2, mfc="white",
+                    color=col, elinewidth=0.8, label=f"N = {int(N)}", zorder=3)
+        ax.plot(g["data.P"][~k], g["final.E_g"][~k], "x", color="0.55", ms=4, zorder=3)
     if "P" in used:
         g = used["P"]
         ax.plot(g["data.P"], g["final.E_g"], "o", ms=3.4, color=cN[-1], zorder=5)
@@ -182,13 +199,15 @@ def _plot(fin, avg, used, ex, ok, out_dir, dpi):
     # (b) against N, one curve per P
     ax = axes[1]
     cP = colors(len(Ps), "plasma", 0.0, 0.85)
-    Nf = np.unique(np.geomspace(min(Ns) * 0.75, max(Ns) * 1.3, 36).round().astype(int))
+    Nf = _line_grid(min(Ns) * 0.75, max(Ns) * 1.3, Ps)
     for col, P in zip(cP, Ps):
         g = fin[fin["data.P"] == P].sort_values("model.N")
         th = _theory_vs("N", Nf, {**fixed, "P": int(P)}, t_end)
-        ax.plot(Nf, th, color=col, lw=1.0, zorder=2)
-        ax.errorbar(g["model.N"], g["final.E_g"], yerr=g["final.E_g_se"], fmt="s", ms=3.0, mfc="white", color=col,
-                    elinewidth=0.8, label=f"P = {int(P)}", zorder=3)
+        ax.plot(Nf, th, color=col, lw=0.9, zorder=2)
+        k = ~peak(g)
+        ax.errorbar(g["model.N"][k], g["final.E_g"][k], yerr=g["final.E_g_se"][k], fmt="s", ms=3.0, mfc="white",
+                    color=col, elinewidth=0.8, label=f"P = {int(P)}", zorder=3)
+        ax.plot(g["model.N"][~k], g["final.E_g"][~k], "x", color="0.55", ms=4, zorder=3)
     if "N" in used:
         g = used["N"]
         ax.plot(g["model.N"], g["final.E_g"], "s", ms=3.2, color=cP[-1], zorder=5)
@@ -196,6 +215,11 @@ def _plot(fin, avg, used, ex, ok, out_dir, dpi):
     ax.set(xscale="log", yscale="log", xlabel="model size N (student modes)",
            title="(b) model-limited: against N (one curve per P)")
     ax.legend(fontsize=6.2, ncol=2, loc="lower left")
+    lo = float(np.nanmin(fin["final.E_g"])) / 2.5
+    for a_ in axes[:2]:
+        a_.set_ylim(lo, 1.0)
+        a_.text(0.98, 0.98, "x: P = N (interpolation peak; mean dominated\nby nearly singular data sets, not compared)",
+                transform=a_.transAxes, ha="right", va="top", fontsize=6, color="0.4")
     # (c) against t, several P at the largest N
     ax = axes[2]
     Nmax = max(Ns)
@@ -217,6 +241,8 @@ def _plot(fin, avg, used, ex, ok, out_dir, dpi):
     ax.set(xscale="log", yscale="log", xlabel="time t (gradient-flow units)",
            title="(c) time-limited: against t")
     ax.legend(fontsize=6.2, loc="lower left")
+    for a_ in axes:
+        plain_log_ticks(a_)
     S = int(fin["n_seeds"].median())
     fig.suptitle(f"Scaling laws, power-law task $\\alpha$ = {base.alpha:g}, $\\beta$ = {base.beta:g}, teacher "
                  f"M = {base.M:.0e} modes, no label noise; lines DMFT, points mean $\\pm$ SE over {S} seeds x "

@@ -113,7 +113,7 @@ def load_runs(sweep_dir: str | Path) -> "pd.DataFrame":  # noqa: F821
 
 def load_curves(runs: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
     """``metrics.csv`` of every run with status ok/skipped, stacked; columns of metrics.csv plus
-    ``job`` and ``eval`` (the evaluation index within the run)."""
+    ``job``, ``run_dir`` (the key that identifies the run) and ``eval`` (the evaluation index)."""
     import pandas as pd
 
     parts = []
@@ -125,10 +125,11 @@ def load_curves(runs: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
             continue
         m = pd.read_csv(path)
         m.insert(0, "eval", np.arange(len(m)))
+        m.insert(0, "run_dir", r["run_dir"])
         m.insert(0, "job", r["job"])
         parts.append(m)
     if not parts:
-        return pd.DataFrame(columns=["job", "eval", "time", "step", *CURVE_QUANTITIES])
+        return pd.DataFrame(columns=["job", "run_dir", "eval", "time", "step", *CURVE_QUANTITIES])
     return pd.concat(parts, ignore_index=True)
 
 
@@ -198,8 +199,7 @@ def curve_average(runs: "pd.DataFrame", curves: "pd.DataFrame", by: Sequence[str
     out = []
     for key, g in ok.groupby(list(by), sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        jobs = list(g["job"])
-        cs = [curves[curves["job"] == j].sort_values("eval") for j in jobs]
+        cs = [curves[curves["run_dir"] == d].sort_values("eval") for d in g["run_dir"]]
         cs = [c for c in cs if len(c)]
         if not cs:
             continue
