@@ -24,8 +24,16 @@ from typing import Optional
 
 import numpy as np
 
-from analysis.common import (fmt, output_dir, parser, resolve_sweep, save_figure, setup_matplotlib, write_results,
-                             write_table)
+from analysis.common import (
+    fmt,
+    output_dir,
+    parser,
+    resolve_sweep,
+    save_figure,
+    setup_matplotlib,
+    write_results,
+    write_table,
+)
 
 STUDY = "bias_variance"
 #: Euler steps before which the discretisation error of the first steps (docs/testbed.md: at most

@@ -31,10 +31,27 @@ from typing import Optional
 
 import numpy as np
 
-from analysis.common import (colors, fmt, output_dir, parser, plain_log_ticks, resolve_sweep, save_figure,
-                             setup_matplotlib, write_results, write_table)
+from analysis.common import (
+    colors,
+    fmt,
+    output_dir,
+    parser,
+    plain_log_ticks,
+    resolve_sweep,
+    save_figure,
+    setup_matplotlib,
+    write_results,
+    write_table,
+)
 
 STUDY = "early_stopping"
+#: Stated tolerance on |fitted - derived| (absolute), as in analysis.scaling. The derived law is
+#: the P -> infinity asymptote; at P = 64..512 the DMFT's own local exponent is still 0.05-0.2
+#: steeper (column engine_same_points), which is the reference the experiment must match.
+TOLERANCE = 0.1
+#: Relative accuracy of the DMFT at these sizes (as in analysis.pareto): the second criterion for
+#: the error at the stop allows 2 SE + this.
+FINITE_SIZE = 0.02
 BY = ["data.P", "data.label_noise", "dynamics.name", "dynamics.weight_decay", "dynamics.temperature"]
 
 
@@ -137,6 +154,8 @@ def exponents(tab, runs) -> "pd.DataFrame":  # noqa: F821
             lo, hi = fe.slope_ci
             rows.append({"quantity": f"{y} vs P", "label_noise": s2, "law": law.law, "derived": law.slope,
                          "fitted": fe.slope, "ci_lo": lo, "ci_hi": hi, "engine_same_points": ft.slope,
+                         "engine_in_ci": bool(lo <= ft.slope <= hi),
+                         "within_tolerance": bool(abs(fe.slope - law.slope) <= TOLERANCE), "tolerance": TOLERANCE,
                          "fit_minus_engine": fe.slope - ft.slope, "engine_minus_derived": ft.slope - law.slope,
                          "P_range": f"{int(P.min())}-{int(P.max())}", "n_points": fe.n_points,
                          "condition": law.condition})
@@ -158,7 +177,7 @@ def analyze(sweep_dir: Path, out: Optional[Path] = None, dpi: int = 200, plot: b
     ex = exponents(tab, runs)
     if len(ex):
         write_table(ex, out_dir, "exponents", ["quantity", "label_noise", "law", "derived", "fitted", "ci_lo", "ci_hi",
-                                                "engine_same_points", "P_range"])
+                                                "engine_same_points", "engine_in_ci", "within_tolerance", "P_range"])
     inter = tab[tab["theory_interior"]]
     zt, ze = inter["time_z"].to_numpy(float), tab["E_g_z"].to_numpy(float)
     stats = {
@@ -169,6 +188,9 @@ def analyze(sweep_dir: Path, out: Optional[Path] = None, dpi: int = 200, plot: b
         "time_in_2se_window": float(inter["hook_time_in_2se_window"].mean()) if len(inter) else None,
         "E_g_z_max_abs": float(np.nanmax(np.abs(ze))), "E_g_z_rms": float(np.sqrt(np.nanmean(ze**2))),
         "E_g_within_2": float(np.nanmean(np.abs(ze) <= 2)),
+        "E_g_within_2se_plus_finite_size": float(np.nanmean(
+            np.abs(tab["hook_E_g"] - tab["theory_E_g"]) <= 2 * tab["hook_E_g_se"] + FINITE_SIZE * tab["theory_E_g"])),
+        "E_g_rel_dev_mean": float(np.nanmean(tab["E_g_rel_dev"])),
         "E_g_rel_dev_max_abs": float(np.nanmax(np.abs(tab["E_g_rel_dev"]))),
         "time_ratio_median": float(np.nanmedian(inter["time_ratio"])) if len(inter) else None,
     }
@@ -307,8 +329,9 @@ def main(argv=None) -> int:
     print(f"stopping time: hook / DMFT median {fmt(s['time_ratio_median'])}, |z| max {fmt(s['time_z_max_abs'], 2)}, "
           f"rms {fmt(s['time_z_rms'], 2)}, {100 * s['time_within_2']:.0f}% within 2 sigma, "
           f"{100 * s['time_in_2se_window']:.0f}% inside the 2-SE window of the DMFT optimum")
-    print(f"error at stop: |rel. dev.| max {100 * s['E_g_rel_dev_max_abs']:.1f}%, |z| max {fmt(s['E_g_z_max_abs'], 2)}, "
-          f"rms {fmt(s['E_g_z_rms'], 2)}, {100 * s['E_g_within_2']:.0f}% within 2 sigma")
+    print(f"error at stop: rel. dev. mean {100 * s['E_g_rel_dev_mean']:+.1f}%, |max| {100 * s['E_g_rel_dev_max_abs']:.1f}%, "
+          f"|z| max {fmt(s['E_g_z_max_abs'], 2)}, rms {fmt(s['E_g_z_rms'], 2)}, {100 * s['E_g_within_2']:.0f}% within "
+          f"2 sigma, {100 * s['E_g_within_2se_plus_finite_size']:.0f}% within 2 SE + {100 * FINITE_SIZE:g}%")
     for r in res["exponents"]:
         print(f"{r['quantity']} (sigma^2={r['label_noise']:g}): fitted {r['fitted']:.3f} [{r['ci_lo']:.3f}, "
               f"{r['ci_hi']:.3f}], DMFT same points {r['engine_same_points']:.3f}, derived asymptote {r['derived']:.3f}")

@@ -32,8 +32,17 @@ from typing import Optional
 
 import numpy as np
 
-from analysis.common import (colors, fmt, output_dir, parser, resolve_sweep, save_figure, setup_matplotlib,
-                             write_results, write_table)
+from analysis.common import (
+    colors,
+    fmt,
+    output_dir,
+    parser,
+    resolve_sweep,
+    save_figure,
+    setup_matplotlib,
+    write_results,
+    write_table,
+)
 
 STUDY = "pareto"
 #: Stated tolerance on |fitted - derived| of the fixed-P compute exponent (the window between

@@ -29,8 +29,18 @@ from typing import Optional
 
 import numpy as np
 
-from analysis.common import (colors, fmt, output_dir, parser, plain_log_ticks, resolve_sweep, save_figure,
-                             setup_matplotlib, write_results, write_table)
+from analysis.common import (
+    colors,
+    fmt,
+    output_dir,
+    parser,
+    plain_log_ticks,
+    resolve_sweep,
+    save_figure,
+    setup_matplotlib,
+    write_results,
+    write_table,
+)
 
 STUDY = "scaling"
 #: Stated tolerance on |fitted - derived| for the empirical exponents (absolute). The windows

@@ -15,7 +15,6 @@ The full-size numbers are in docs/studies.md.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -39,7 +38,7 @@ DPI = 60  # figures at low resolution: rendering dominates the analyses' run tim
 def _run(args, cwd, module="rfscaling.train", timeout=300):
     env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0", PYTHONPATH=str(REPO), MPLBACKEND="Agg")
     cmd = [sys.executable, "-m", module, *args] if module else [sys.executable, *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _sweep(preset, overrides, tmp_path, launcher="basic", capsys=None, monkeypatch=None):
@@ -357,7 +356,7 @@ def test_hydra_entry_exits_1_after_a_sweep_with_failures(monkeypatch, capsys):
 
     def fake_multirun():
         errors.note_sweep_failures({"/x/1": "boom"}, index="/x/index.csv")
-        return None
+        return
 
     with pytest.raises(SystemExit) as info:
         errors.hydra_entry(fake_multirun)()

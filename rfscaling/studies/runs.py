@@ -207,11 +207,11 @@ def curve_average(runs: "pd.DataFrame", curves: "pd.DataFrame", by: Sequence[str
         lengths = {len(c) for c in cs}
         ref_t = cs[0]["time"].to_numpy(dtype=float)
 
-        def column(c, name):
+        def column(c, name, ref_t=ref_t, same=len(lengths) == 1):
             if name not in c:
                 return np.full(len(ref_t), np.nan)
             v = c[name].to_numpy(dtype=float)
-            if len(lengths) == 1:
+            if same:
                 return v
             t = c["time"].to_numpy(dtype=float)
             return _loglog_interp(ref_t, t, v)

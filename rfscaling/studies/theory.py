@@ -116,7 +116,7 @@ def optimal_stop(cond: Condition, t_min: float, t_max: float, per_decade: int = 
     if i < 2:
         return OptimalStop(float(t[i]), float(E[i]), False)
     lt, lE = np.log(t[i - 2:i + 3]), np.log(E[i - 2:i + 3])
-    c2, c1, c0 = np.polyfit(lt, lE, 2)
+    c2, c1, _ = np.polyfit(lt, lE, 2)
     if c2 <= 0:
         return OptimalStop(float(t[i]), float(E[i]), True)
     xm = -c1 / (2 * c2)
