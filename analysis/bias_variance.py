@@ -233,6 +233,7 @@ def main(argv=None) -> int:
     sweep = resolve_sweep(STUDY, a.sweep_dir)
     res = analyze(sweep, a.out, a.dpi)
     for r in res["optimum"]:
+        r = {**r, "label": r["label"].replace("$\\lambda$", "lambda")}
         print(f"{r['label']:<28} t*: DMFT {fmt(r['theory_time'])}, hook {fmt(r['hook_time'])} +- "
               f"{fmt(r['hook_time_se'], 2)} (z {fmt(r['time_z'], 2)});  E_g*: DMFT {fmt(r['theory_E_g'], 4)}, "
               f"hook {fmt(r['hook_E_g'], 4)} +- {fmt(r['hook_E_g_se'], 2)} (z {fmt(r['E_g_z'], 2)})")

@@ -221,7 +221,7 @@ def _plot(pts, fr, ex, ok, ref, out_dir, dpi):
     if ref is not None:
         g = ref.frontier.sort_values("compute")
         ax.step(g["compute"], g["E_g"], where="post", color="0.75", lw=4.0, zorder=1, solid_capstyle="butt",
-                label="rfscaling.theory.frontier (own t grid, $\\lambda_{max}$ = DE edge)")
+                label="theory.frontier ($\\lambda_{max}$ = DE edge)")
     for P in Ps:
         d = fr[(fr["frontier"] == f"P={P}") & (fr["kind"] == "dmft_corner")].sort_values("compute")
         ax.step(d["compute"], d["E_g_dmft"], where="post", color=cP[P], lw=1.2, zorder=2,
@@ -242,7 +242,7 @@ def _plot(pts, fr, ex, ok, ref, out_dir, dpi):
                 label=f"derived slope {r['derived']:.3g} (fit at P = {int(r['P'])}: {r['fitted']:.3f} "
                       f"[{r['ci_lo']:.3f}, {r['ci_hi']:.3f}])")
     ax.set(xscale="log", yscale="log", xlabel="compute f (multiply-adds)",
-           title="frontiers (points: experiment at the DMFT-optimal N, t)")
+           title="frontiers (points: experiment at DMFT-optimal N, t)")
     ax.legend(fontsize=5.8, loc="lower left")
     first = ok.iloc[0]
     S = int(pts["n_seeds"].median())
