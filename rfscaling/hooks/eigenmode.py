@@ -31,6 +31,8 @@ __all__ = ["EnsembleMetrics", "measure", "EigenmodeHook", "METRICS_COLUMNS", "at
 METRICS_COLUMNS = (
     "time", "step", "E_g", "E_g_theory", "bias", "bias_theory", "variance", "variance_theory",
     "train_error", "train_error_theory",
+    # standard errors over data sets of the empirical columns (error bars without extra seeds)
+    "E_g_se", "bias_se", "variance_se", "train_error_se",
 )
 
 
