@@ -76,7 +76,25 @@ def init_weights(shape, params: DynamicsParams, generator: torch.Generator, dtyp
     return w
 
 
-class EulerDynamics:
+class EnsembleReadout:
+    """What every integrator of the linear ensemble reports besides its state: the training errors
+    and the cost of one full-batch step. Needs ``self.data`` and ``self._Xt`` (X^T, (D, N, P))."""
+
+    data: EnsembleData
+    _Xt: torch.Tensor
+
+    def train_errors(self, weights: torch.Tensor) -> torch.Tensor:
+        """(1/P) |y - X w|^2 per member, (D, R)."""
+        resid = torch.baddbmm(self.data.labels, weights, self._Xt, beta=-1.0)
+        return (resid**2).mean(dim=-1)
+
+    def macs_per_step(self) -> int:
+        """Multiply-adds of one full-batch step for the whole ensemble: 2 P N per member."""
+        d = self.data
+        return 2 * d.n_samples * d.n_modes * d.n_datasets * d.n_replicas
+
+
+class EulerDynamics(EnsembleReadout):
     """Euler(-Maruyama) integrator of the ensemble; see the module docstring."""
 
     def __init__(self, data: EnsembleData, params: DynamicsParams, dt: float | None = None,
@@ -118,12 +136,3 @@ class EulerDynamics:
             state = self.step(state)
         return state
 
-    def train_errors(self, weights: torch.Tensor) -> torch.Tensor:
-        """(1/P) |y - X w|^2 per member, (D, R)."""
-        resid = torch.baddbmm(self.data.labels, weights, self._Xt, beta=-1.0)
-        return (resid**2).mean(dim=-1)
-
-    def macs_per_step(self) -> int:
-        """Multiply-adds of one full-batch step for the whole ensemble: 2 P N per member."""
-        d = self.data
-        return 2 * d.n_samples * d.n_modes * d.n_datasets * d.n_replicas

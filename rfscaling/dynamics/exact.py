@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from rfscaling.data.ensemble import EnsembleData
-from rfscaling.dynamics.euler import DynamicsParams, State, init_weights
+from rfscaling.dynamics.euler import DynamicsParams, EnsembleReadout, State, init_weights
 
 __all__ = ["HessianEigen", "ExactDynamics", "PosteriorDynamics", "ExactMoments", "exact_moments", "posterior_sample", "flow_factor"]
 
@@ -107,7 +107,7 @@ class HessianEigen:
         return self.Vh.shape[-2] < self.Vh.shape[-1]
 
 
-class ExactDynamics:
+class ExactDynamics(EnsembleReadout):
     """Exact sampler of the ensemble OU process; ``advance(state, n)`` jumps ``n * dt`` in time.
 
     Same contract as :class:`~rfscaling.dynamics.euler.EulerDynamics`; ``dt`` only sets the time
@@ -168,13 +168,6 @@ class ExactDynamics:
         w = self.transition(state.weights, self.dt * int(n_steps), state.generator)
         return State(w, n, n * self.dt, state.generator)
 
-    def train_errors(self, weights: torch.Tensor) -> torch.Tensor:
-        resid = torch.baddbmm(self.data.labels, weights, self._Xt, beta=-1.0)
-        return (resid**2).mean(dim=-1)
-
-    def macs_per_step(self) -> int:
-        d = self.data
-        return 2 * d.n_samples * d.n_modes * d.n_datasets * d.n_replicas
 
 
 def posterior_sample(data: EnsembleData, params: DynamicsParams, generator: torch.Generator,
