@@ -15,7 +15,7 @@ prints a short table, and writes into the Hydra run directory (``runs/<date>/<ti
 A teacher wider than the student (``model.M > model.N``) is handled exactly for the eigenfeature
 student: the target power of modes N+1..M is invisible to the student, so it acts as extra label
 noise during training and adds a constant to E_g; since it is fixed given the data set, it
-counts as bias (see :func:`add_unlearnable_tail`).
+counts as bias (``predict(..., tail_power=...)``).
 
 Bad input -> one line on stderr, exit status 2, no traceback.
 """
@@ -35,7 +35,7 @@ from rfscaling.config import ConfigError, Settings, _Reader, hydra_app, settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["main", "run", "time_grid", "Curves", "compute", "add_unlearnable_tail", "format_table", "COLUMNS"]
+__all__ = ["main", "run", "time_grid", "Curves", "compute", "format_table", "COLUMNS"]
 
 COLUMNS = (
     "time",
@@ -90,24 +90,6 @@ def time_grid(s: Settings) -> np.ndarray:
     return times
 
 
-def add_unlearnable_tail(bias, var_lab, train_error, tail: float, label_noise: float):
-    """Account for teacher modes N+1..M that an N-mode eigenfeature student cannot represent.
-
-    Given the prediction computed with effective label noise ``label_noise + tail`` (the tail
-    of the target is independent Gaussian noise from the student's point of view), return
-    (bias, variance_label_noise, train_error) where the tail's power ``tail`` and the share
-    ``tail / (label_noise + tail)`` of the label-noise variance (linear in the noise variance)
-    move to the bias: the tail is fixed given the data set, so it is not noise in the sense of
-    docs/theory.md. The train error (noisy labels include the tail) is unchanged.
-    """
-    if tail <= 0:
-        return bias, var_lab, train_error
-    share = tail / (label_noise + tail)
-    with np.errstate(invalid="ignore"):
-        moved = var_lab * share
-        return bias + tail + moved, var_lab - moved, train_error
-
-
 def compute(s: Settings) -> Curves:
     """Evaluate the DMFT prediction for settings ``s`` (power-law task, eigenfeature student)."""
     from rfscaling.theory import power_law_tail, power_law_task, predict
@@ -120,12 +102,14 @@ def compute(s: Settings) -> Curves:
     lam, w2 = power_law_task(s.model.N, d.alpha, d.beta, d.lam_1, d.c)
     tail = power_law_tail(s.model.N, d.beta, d.c, s.model.M) if s.model.M > s.model.N else 0.0
     times = time_grid(s)
-    pred = predict(lam, w2, d.P, times, label_noise=d.label_noise + tail,
+    # teacher modes N+1..M: the engine treats them as dataset-fixed label noise (bias) plus an
+    # irreducible error (docs/theory.md, "Finite model size")
+    pred = predict(lam, w2, d.P, times, label_noise=d.label_noise, tail_power=tail,
                    weight_decay=y.weight_decay, temperature=y.temperature,
                    init_variance=y.init_variance, modes=s.theory.modes)
-    bias, var_lab, train = add_unlearnable_tail(
-        np.asarray(pred.bias, float), np.asarray(pred.variance_label_noise, float),
-        np.asarray(pred.train_error, float), tail, d.label_noise)
+    bias = np.asarray(pred.bias, float)
+    var_lab = np.asarray(pred.variance_label_noise, float)
+    train = np.asarray(pred.train_error, float)
     var_lan = np.asarray(pred.variance_langevin, float)
     var_init = np.asarray(pred.variance_init, float)
     variance = var_lab + var_lan + var_init

@@ -363,22 +363,12 @@ def _seeds(spec: TrainSpec, ps: ProblemSpec) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _flat(d: Mapping, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def spec_from_config(cfg) -> TrainSpec:
     """Validate the composed config (rfscaling.config) and build the typed :class:`TrainSpec`."""
     from omegaconf import OmegaConf
 
     from rfscaling.config import settings_from_config
+    from rfscaling.studies.runs import flatten
 
     s = settings_from_config(cfg)
     d, mo, dy = s.data, s.model, s.dynamics
@@ -398,7 +388,7 @@ def spec_from_config(cfg) -> TrainSpec:
         max_evals=h.max_evals, max_wall_s=h.max_wall_s,
     )
     container = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, Mapping) else dict(cfg)
-    hparams = {k: v for k, v in _flat({k: container[k] for k in ("data", "model", "dynamics", "ensemble", "seed")
+    hparams = {k: v for k, v in flatten({k: container[k] for k in ("data", "model", "dynamics", "ensemble", "seed")
                                        if k in container}).items() if v is not None}
     return TrainSpec(
         problem=problem,
