@@ -18,6 +18,7 @@ from rfscaling.hooks import (
     EarlyStoppingHook,
     EigenmodeHook,
     RunInfo,
+    RunSummary,
     Snapshot,
     StopRequest,
     TensorBoardHook,
@@ -217,3 +218,220 @@ def test_tensorboard_hook_writes_overlays_images_and_hparams(tmp_path):
     layout.ParseFromString(value.tensor.string_val[0])
     charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
     assert charts["E_g"] == ["E_g/empirical", "E_g/theory"]
+
+
+# -- TensorBoard writer thread -------------------------------------------------------------------
+def _tb_snapshots(n_evals=12):
+    """Snapshots of a real run (metrics computed, as simulate's hooks share them) and its info."""
+    _, data, dyn, info = _setup(n_evals=n_evals)
+    rec = Recorder()
+    _run(dyn, data, info, [rec])
+    for s in rec.snaps:
+        s.metrics  # noqa: B018  computed once per evaluation, shared by all hooks
+    return info, rec.snaps
+
+
+def _slow_writer(monkeypatch, method, seconds):
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    orig = getattr(SummaryWriter, method)
+
+    def slow(self, *a, **k):
+        time.sleep(seconds)
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(SummaryWriter, method, slow)
+
+
+def _tb_events(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def _tb_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("TensorBoardHook(")]
+
+
+def test_tensorboard_close_writes_every_queued_evaluation(tmp_path, monkeypatch):
+    """With a slow writer the queue is still full when close() is called; close() waits until
+    every accepted evaluation (scalars and the exact image) is on disk."""
+    import io
+
+    from PIL import Image
+
+    info, snaps = _tb_snapshots()
+    reference = TensorBoardHook(tmp_path / "unused")  # renders synchronously, same order
+    expected_images = [reference.mode_image(s) for s in snaps]
+    _slow_writer(monkeypatch, "add_image", 0.02)
+    tb = TensorBoardHook(tmp_path / "tb", image_every=1)
+    tb.on_start(info)
+    for s in snaps:
+        assert tb.on_eval(s) is None
+    assert tb._queue.qsize() > 0, "the writer kept up; the test does not exercise the queue"
+    tb.close()
+    n = len(snaps)
+    acc = _tb_events(tmp_path / "tb")
+    for tag, get in [("E_g/empirical", lambda s: s.metrics.generalization_error),
+                     ("bias/empirical", lambda s: s.metrics.bias),
+                     ("variance/empirical", lambda s: s.metrics.variance),
+                     ("train_error/empirical", lambda s: s.metrics.train_error),
+                     ("E_g/theory", lambda s: s.theory.generalization_error),
+                     ("train_error/theory", lambda s: s.theory.train_error),
+                     ("E_g/lower", lambda s: s.metrics.generalization_error - s.metrics.generalization_error_se),
+                     ("E_g/upper", lambda s: s.metrics.generalization_error + s.metrics.generalization_error_se),
+                     ("time", lambda s: s.time)]:
+        ev = acc.Scalars(tag)
+        assert [e.step for e in ev] == list(range(n)), tag
+        np.testing.assert_allclose([e.value for e in ev], [get(s) for s in snaps], rtol=1e-6, err_msg=tag)
+    images = acc.Images("modes/error")
+    assert [e.step for e in images] == list(range(n))
+    for e, want in zip(images, expected_images):
+        got = np.asarray(Image.open(io.BytesIO(e.encoded_image_string)).convert("RGB"))
+        np.testing.assert_array_equal(got, want)
+    assert not _tb_threads()
+
+
+def test_tensorboard_on_eval_does_not_wait_for_the_writer(tmp_path, monkeypatch):
+    """Functional check that the writing is off the training thread (not a benchmark): with
+    add_image taking 50 ms, five on_eval calls take far less than 5 x 50 ms."""
+    import time
+
+    info, snaps = _tb_snapshots(n_evals=4)
+    snaps = snaps[:5]
+    _slow_writer(monkeypatch, "add_image", 0.05)
+    tb = TensorBoardHook(tmp_path / "tb")
+    t0 = time.perf_counter()
+    tb.on_start(info)
+    t_start = time.perf_counter() - t0
+    spent = []
+    for s in snaps:
+        t0 = time.perf_counter()
+        tb.on_eval(s)
+        spent.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    tb.close()
+    t_close = time.perf_counter() - t0
+    print(f"\non_start {t_start * 1e3:.2f} ms; on_eval per call (ms): "
+          f"{', '.join(f'{x * 1e3:.3f}' for x in spent)}; close {t_close * 1e3:.0f} ms")
+    assert len(snaps) == 5 and sum(spent) < 0.1, spent
+    assert t_start < 0.2
+    assert len(_tb_events(tmp_path / "tb").Images("modes/error")) == 5
+
+
+def _in_thread(fn, timeout=60.0):
+    """Run fn() on a helper thread; fail (instead of hanging) if it does not return in time."""
+    import threading
+
+    out = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001
+            out["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "deadlock: the call did not return"
+    return out
+
+
+def _assert_writer_failure(err):
+    assert isinstance(err, RuntimeError) and "TensorBoardHook" in str(err), repr(err)
+    assert isinstance(err.__cause__, OSError) and "disk full" in str(err.__cause__)
+
+
+def _disk_full(monkeypatch):
+    from torch.utils.tensorboard import SummaryWriter
+
+    def fail(self, *a, **k):
+        raise OSError(28, "disk full")
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", fail)
+
+
+def test_tensorboard_writer_failure_surfaces_at_close_without_deadlock(tmp_path, monkeypatch):
+    info, snaps = _tb_snapshots()
+    _disk_full(monkeypatch)
+    tb = TensorBoardHook(tmp_path / "tb")
+    tb.queue_size = 2  # more evaluations than the queue holds: the failed writer must keep draining
+
+    def scenario():
+        tb.on_start(info)
+        for s in snaps:
+            try:
+                tb.on_eval(s)
+            except RuntimeError as e:  # the failure was already reported by on_eval
+                _assert_writer_failure(e)
+                break
+        else:
+            with pytest.raises(RuntimeError) as exc:
+                tb.close()
+            _assert_writer_failure(exc.value)
+        tb.close()  # after the report: a no-op
+        return True
+
+    out = _in_thread(scenario)
+    assert out.get("value") is True, out.get("error")
+    assert not _tb_threads()
+
+
+def test_tensorboard_writer_failure_surfaces_through_simulate(tmp_path, monkeypatch):
+    """on_end (or an on_eval) re-raises the writer's failure, so the run does not end quietly."""
+    _, data, dyn, info = _setup(n_evals=6)
+    _disk_full(monkeypatch)
+    tb = TensorBoardHook(tmp_path / "tb", hparams={"data.P": 20})
+    out = _in_thread(lambda: _run(dyn, data, info, [tb]))
+    _assert_writer_failure(out.get("error"))
+    assert not _tb_threads()
+
+
+def test_tensorboard_close_is_idempotent_and_safe_before_start(tmp_path):
+    info, snaps = _tb_snapshots(n_evals=4)
+    tb = TensorBoardHook(tmp_path / "tb", hparams={"data.P": 20})
+    tb.close()
+    tb.close()
+    tb.on_end(RunSummary(final=snaps[-1], stop_reason="completed", wall_time_s=0.0, compute_macs=0, completed=True))
+    assert not (tmp_path / "tb").exists()
+    tb.on_start(info)
+    (thread,) = _tb_threads()
+    assert thread.daemon, "the writer thread must not keep the interpreter alive"
+    for s in snaps:
+        tb.on_eval(s)
+    tb.on_end(RunSummary(final=snaps[-1], stop_reason="completed", wall_time_s=0.0, compute_macs=0, completed=True))
+    assert not thread.is_alive() and not _tb_threads()
+    tb.close()
+    tb.close()
+    assert len(_tb_events(tmp_path / "tb").Scalars("E_g/empirical")) == len(snaps)
+
+
+def test_tensorboard_resume_purges_from_the_restart_index(tmp_path):
+    """purge_step is still applied (now on the writer thread): a run resumed at index k
+    replaces the evaluations >= k of the first one instead of duplicating them."""
+    import time
+
+    info, snaps = _tb_snapshots(n_evals=8)
+    k = 3
+    tb = TensorBoardHook(tmp_path / "tb")
+    tb.on_start(info)
+    for s in snaps:
+        tb.on_eval(s)
+    tb.close()
+    # event files are read in name order: whole seconds, then a per-process counter compared as
+    # text ("10" < "9"), so the resumed run's file must start in a later second
+    time.sleep(1.02 - time.time() % 1.0)
+    tb2 = TensorBoardHook(tmp_path / "tb")
+    tb2.on_start(dataclasses.replace(info, start_index=k))
+    for s in snaps[k:]:
+        tb2.on_eval(s)
+    tb2.close()
+    ev = _tb_events(tmp_path / "tb").Scalars("E_g/empirical")
+    assert [e.step for e in ev] == list(range(len(snaps)))

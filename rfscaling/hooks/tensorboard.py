@@ -7,14 +7,23 @@
   empirical as points, theory as a line (matplotlib Agg).
 * Hyperparameters and final metrics through the hparams plugin at the end.
 
-The writer is flushed and closed at the end of a run and by :meth:`TensorBoardHook.close`, which
-``simulate`` calls when a run ends abnormally (divergence, an exception, SIGTERM/SIGINT).
+All writer work (the tensorboard import, the SummaryWriter, scalars, rendering and encoding the
+image, hparams, flush/close) runs on one background daemon thread fed by a bounded queue, so
+that logging never blocks training: ``on_eval`` only copies a few floats and the per-mode arrays
+off the snapshot (back-pressure only if the writer falls 64 evaluations behind). The queue is
+drained, flushed and closed at the end of a run and by :meth:`TensorBoardHook.close`, which
+``simulate`` calls when a run ends abnormally (divergence, an exception, SIGTERM/SIGINT). A
+failure on the writer thread is re-raised on the training thread by the next call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import queue
+import threading
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -24,6 +33,11 @@ from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest
 __all__ = ["TensorBoardHook", "QUANTITIES"]
 
 QUANTITIES = ("E_g", "bias", "variance", "train_error")
+LAYOUT = {
+    "DMFT vs experiment": {q: ["Multiline", [f"{q}/empirical", f"{q}/theory"]] for q in QUANTITIES},
+    "error bands": {"E_g +- SE": ["Margin", ["E_g/empirical", "E_g/lower", "E_g/upper"]]},
+}
+_STOP = object()  # sentinel: drain, flush, close
 
 
 def _hparam_value(v: Any):
@@ -32,56 +46,147 @@ def _hparam_value(v: Any):
     return str(v)
 
 
+@dataclass(frozen=True)
+class _ModeErrors:
+    mode_error: np.ndarray
+
+
+@dataclass(frozen=True)
+class _ImageData:
+    """What :meth:`TensorBoardHook.mode_image` reads from a snapshot (``time``,
+    ``metrics.mode_error``, ``theory.mode_error``), copied so that the snapshot can be freed."""
+
+    time: float
+    metrics: _ModeErrors
+    theory: Optional[_ModeErrors]
+
+    @staticmethod
+    def of(snapshot: Snapshot) -> _ImageData:
+        th = snapshot.theory
+        th_err = None if th is None or th.mode_error is None else _ModeErrors(np.array(th.mode_error, copy=True))
+        return _ImageData(float(snapshot.time), _ModeErrors(np.array(snapshot.metrics.mode_error, copy=True)), th_err)
+
+
+@dataclass(frozen=True)
+class _Eval:
+    index: int
+    scalars: tuple  # ((tag, value), ...) in the order they are written
+    image: Optional[_ImageData]
+
+
+@dataclass(frozen=True)
+class _HParams:
+    hparams: dict
+    metrics: dict
+
+
 class TensorBoardHook:
+    queue_size = 64  # evaluations the writer may fall behind before on_eval waits
+
     def __init__(self, log_dir: str | os.PathLike, hparams: Mapping[str, Any] | None = None,
                  image_every: int = 1, extra_metrics: Optional[callable] = None) -> None:
         self.log_dir = str(log_dir)
         self.hparams = {k: _hparam_value(v) for k, v in (hparams or {}).items()}
         self.image_every = max(1, int(image_every))
         self.extra_metrics = extra_metrics  # () -> dict of final metrics for the hparams table
-        self.writer = None
+        self.writer = None  # the SummaryWriter, created and used on the writer thread only
         self._fig = None
+        self._render_lock = threading.Lock()
+        self._queue: Optional[queue.Queue] = None
+        self._thread: Optional[threading.Thread] = None
+        self._stop_sent = False
+        self._error: Optional[BaseException] = None
+        self._reported = False  # the failure was raised by on_eval already
 
+    # -- training thread -------------------------------------------------------------------
     def on_start(self, info: RunInfo) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        purge = info.start_index if info.start_index > 0 else None
-        self.writer = SummaryWriter(self.log_dir, purge_step=purge)
-        layout = {
-            "DMFT vs experiment": {q: ["Multiline", [f"{q}/empirical", f"{q}/theory"]] for q in QUANTITIES},
-            "error bands": {"E_g +- SE": ["Margin", ["E_g/empirical", "E_g/lower", "E_g/upper"]]},
-        }
-        self.writer.add_custom_scalars(layout)
+        self.close()  # a previous run of this hook, if any
         self.eigenvalues = np.asarray(info.eigenvalues)
+        purge = info.start_index if info.start_index > 0 else None
+        self._error, self._reported, self._stop_sent = None, False, False
+        self._queue = queue.Queue(maxsize=self.queue_size)
+        self._thread = threading.Thread(target=self._work, args=(self._queue, purge), daemon=True,
+                                        name=f"TensorBoardHook({self.log_dir})")
+        self._thread.start()
 
     def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]:
-        w, i = self.writer, snapshot.index
+        if self._thread is None:
+            raise RuntimeError("TensorBoardHook.on_eval called before on_start (or after close)")
+        self._raise_if_failed()
+        i = int(snapshot.index)
         m, th = snapshot.metrics, snapshot.theory
         emp = {"E_g": m.generalization_error, "bias": m.bias, "variance": m.variance, "train_error": m.train_error}
         thv = {} if th is None else {"E_g": th.generalization_error, "bias": th.bias, "variance": th.variance,
                                      "train_error": th.train_error}
+        scalars = []
         for q in QUANTITIES:
             if math.isfinite(emp[q]):
-                w.add_scalar(f"{q}/empirical", emp[q], i)
+                scalars.append((f"{q}/empirical", float(emp[q])))
             if q in thv and math.isfinite(thv[q]):
-                w.add_scalar(f"{q}/theory", thv[q], i)
+                scalars.append((f"{q}/theory", float(thv[q])))
         if math.isfinite(m.generalization_error_se):
-            w.add_scalar("E_g/lower", m.generalization_error - m.generalization_error_se, i)
-            w.add_scalar("E_g/upper", m.generalization_error + m.generalization_error_se, i)
+            scalars.append(("E_g/lower", float(m.generalization_error - m.generalization_error_se)))
+            scalars.append(("E_g/upper", float(m.generalization_error + m.generalization_error_se)))
         if math.isfinite(snapshot.time):
-            w.add_scalar("time", snapshot.time, i)
-        if i % self.image_every == 0:
-            w.add_image("modes/error", self.mode_image(snapshot), i, dataformats="HWC")
+            scalars.append(("time", float(snapshot.time)))
+        image = _ImageData.of(snapshot) if i % self.image_every == 0 else None
+        self._put(_Eval(i, tuple(scalars), image))
         return None
 
+    def on_end(self, summary: RunSummary) -> None:
+        if self._thread is None:
+            return
+        err = self._error
+        if err is not None:  # the hparams cannot be written: say so even if on_eval did before
+            with contextlib.suppress(Exception):
+                self.close()
+            raise self._wrap(err) from err
+        try:
+            m = summary.final.metrics
+            metrics = {"hparam/E_g_final": m.generalization_error, "hparam/train_error_final": m.train_error}
+            if self.extra_metrics is not None:  # reads other hooks' state: here, not on the writer
+                metrics.update({f"hparam/{k}": float(v) for k, v in self.extra_metrics().items()
+                                if v is not None and isinstance(v, (int, float)) and math.isfinite(v)})
+            metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+            if self.hparams:
+                self._put(_HParams(dict(self.hparams), metrics))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.close()
+            raise
+        self.close()
+
+    def close(self) -> None:
+        """Write everything queued so far, flush and close the writer; wait for it (idempotent).
+
+        Re-raises a failure of the writer thread as a RuntimeError unless on_eval did already."""
+        thread = self._thread
+        if thread is None:
+            return
+        if not self._stop_sent:
+            with contextlib.suppress(RuntimeError):  # raised only if the writer thread has exited
+                self._put(_STOP)
+            self._stop_sent = True
+        thread.join()
+        self._thread = self._queue = None
+        err, self._error = self._error, None
+        if err is not None and not self._reported:
+            raise self._wrap(err) from err
+
+    # -- either thread -----------------------------------------------------------------------
     def mode_image(self, snapshot: Snapshot) -> np.ndarray:
         """RGB array (H, W, 3): per-mode error vs mode index, log-log.
 
+        Takes a :class:`Snapshot` or the copy of its per-mode errors that ``on_eval`` queues.
         One figure with fixed log-log axes is drawn once; each evaluation only restores its
         background and redraws the two lines and the title (Agg blitting). A fresh figure with
         tight_layout cost ~200 ms per evaluation, this ~3 ms. The axes are rebuilt only when the
         data leave them.
         """
+        with self._render_lock:
+            return self._render(snapshot)
+
+    def _render(self, snapshot) -> np.ndarray:
         m, th = snapshot.metrics, snapshot.theory
         k = np.arange(1, m.mode_error.size + 1)
         ys = [m.mode_error]
@@ -131,22 +236,62 @@ class TensorBoardHook:
         return dict(fig=fig, ax=ax, canvas=canvas, emp=emp, th=th, title=title, n=n_modes, ylim=ylim,
                     bg=canvas.copy_from_bbox(fig.bbox))
 
-    def on_end(self, summary: RunSummary) -> None:
-        if self.writer is None:
-            return
-        m = summary.final.metrics
-        metrics = {"hparam/E_g_final": m.generalization_error, "hparam/train_error_final": m.train_error}
-        if self.extra_metrics is not None:
-            metrics.update({f"hparam/{k}": float(v) for k, v in self.extra_metrics().items()
-                            if v is not None and isinstance(v, (int, float)) and math.isfinite(v)})
-        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        if self.hparams:
-            self.writer.add_hparams(self.hparams, metrics, run_name=".")
-        self.close()
+    # -- internals ---------------------------------------------------------------------------
+    def _wrap(self, err: BaseException) -> RuntimeError:
+        return RuntimeError(f"TensorBoardHook({self.log_dir}): the writer thread failed: {err!r}")
 
-    def close(self) -> None:
-        """Flush the events written so far to disk and close the writer (idempotent)."""
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
-            self.writer = None
+    def _raise_if_failed(self) -> None:
+        err = self._error
+        if err is not None:
+            self._reported = True
+            raise self._wrap(err) from err
+
+    def _put(self, item) -> None:
+        """Queue ``item``; waits while the queue is full (back-pressure), never on a dead writer."""
+        q, thread = self._queue, self._thread
+        while True:
+            try:
+                q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not thread.is_alive():
+                    raise RuntimeError(f"TensorBoardHook({self.log_dir}): the writer thread has exited") from None
+
+    def _fail(self, err: BaseException) -> None:
+        if self._error is None:  # the first failure is the one reported
+            self._error = err
+
+    def _work(self, q: queue.Queue, purge: Optional[int]) -> None:
+        """Writer thread: create the writer, then write queued items until the sentinel. After
+        a failure the rest is drained and dropped (the failure is re-raised by the hook)."""
+        writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = self.writer = SummaryWriter(self.log_dir, purge_step=purge)
+            writer.add_custom_scalars(LAYOUT)
+        except BaseException as e:  # noqa: BLE001  reported on the training thread
+            self._fail(e)
+        while True:
+            item = q.get()
+            if item is _STOP:
+                break
+            if self._error is not None:
+                continue
+            try:
+                if isinstance(item, _Eval):
+                    for tag, value in item.scalars:
+                        writer.add_scalar(tag, value, item.index)
+                    if item.image is not None:
+                        writer.add_image("modes/error", self.mode_image(item.image), item.index, dataformats="HWC")
+                else:
+                    writer.add_hparams(item.hparams, item.metrics, run_name=".")
+            except BaseException as e:  # noqa: BLE001
+                self._fail(e)
+        if writer is not None:
+            try:
+                writer.flush()
+                writer.close()
+            except BaseException as e:  # noqa: BLE001
+                self._fail(e)
+        self.writer = None
