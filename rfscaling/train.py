@@ -45,8 +45,10 @@ from rfscaling.dynamics import (
     DynamicsParams,
     EulerDynamics,
     ExactDynamics,
+    HessianEigen,
     PosteriorDynamics,
     State,
+    design_gram,
     hessian_top_eigenvalue,
     simulate,
 )
@@ -151,12 +153,23 @@ def _identity(spec: TrainSpec) -> str:
 
 def _make_dynamics(spec: TrainSpec, data):
     """The integrator of ``spec``. An explicit ``dt`` at or above the Euler stability bound
-    2/lambda_max(H) is a ConfigError on ``dynamics.dt`` (the exact integrator has no bound)."""
+    2/lambda_max(H) is a ConfigError on ``dynamics.dt`` (the exact integrator has no bound).
+
+    One Gram product and one eigendecomposition per dataset: the exact integrator takes
+    lambda_max from its own eigendecomposition; Euler reuses the Gram matrix of the default step
+    for its cheaper step forms. Only ``integrator=auto`` that ends up exact pays for eigenvalues
+    (to count the Euler steps) and then eigenvectors."""
     if spec.dynamics == "bayes":
         return PosteriorDynamics(data, spec.params)
-    lam_max = float(hessian_top_eigenvalue(data.features, spec.params.weight_decay).max())
+    wd = spec.params.weight_decay
+    integrator, gram = spec.integrator, None
+    if integrator == "exact":
+        eig = HessianEigen.of(data.features, wd)
+        dt = float(spec.dt) if spec.dt is not None else 1.0 / float(eig.h.max())
+        return ExactDynamics(data, spec.params, dt=dt, eig=eig)
+    gram = design_gram(data.features)
+    lam_max = float(hessian_top_eigenvalue(data.features, wd, gram=gram).max())
     dt = float(spec.dt) if spec.dt is not None else 1.0 / lam_max
-    integrator = spec.integrator
     if integrator == "auto":
         steps = spec.t_max / dt
         macs = steps * 2 * data.n_samples * data.n_modes * data.n_datasets * data.n_replicas
@@ -164,14 +177,13 @@ def _make_dynamics(spec: TrainSpec, data):
         if integrator == "exact":
             log.info("integrator=auto: %.3g Euler steps (%.2g multiply-adds) for t_max=%g; using the exact "
                      "integrator (dynamics.integrator=euler forces stepping)", steps, macs, spec.t_max)
-    if integrator == "exact":  # same time grid as the Euler run would have
-        return ExactDynamics(data, spec.params, dt=dt)
+            return ExactDynamics(data, spec.params, dt=dt)
     if dt * lam_max >= 2.0:
         raise ConfigError("dynamics.dt", spec.dt,
                           f"unstable Euler step: must be < {2.0 / lam_max:.6g} = 2/lambda_max(H) of the drawn "
                           f"data (null picks 1/lambda_max = {1.0 / lam_max:.6g}; dynamics.integrator=exact has "
                           "no bound)")
-    return EulerDynamics(data, spec.params, dt=dt, lambda_max=lam_max)
+    return EulerDynamics(data, spec.params, dt=dt, lambda_max=lam_max, gram=gram)
 
 
 def completed_summary(out_dir: str | os.PathLike, identity: str) -> Optional[dict]:

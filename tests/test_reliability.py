@@ -179,17 +179,17 @@ def test_bad_values_at_the_app_boundary(args, key, tmp_path, monkeypatch, capsys
 # 2. Divergence guard
 
 
-def _inf_gradient_after(monkeypatch, n_calls: int) -> None:
-    """Make the Euler gradient return inf from call ``n_calls`` on (a forced divergence)."""
-    original = EulerDynamics.gradient
-    count = {"n": 0}
+def _inf_gradient_after(monkeypatch, n_steps: int) -> None:
+    """Make Euler weights non-finite from step ``n_steps`` on (a forced divergence)."""
+    original = EulerDynamics.advance
 
-    def gradient(self, weights):
-        count["n"] += 1
-        g = original(self, weights)
-        return g if count["n"] < n_calls else torch.full_like(g, float("inf"))
+    def advance(self, state, n):
+        new = original(self, state, n)
+        if new.step >= n_steps:
+            new = replace(new, weights=torch.full_like(new.weights, float("inf")))
+        return new
 
-    monkeypatch.setattr(EulerDynamics, "gradient", gradient)
+    monkeypatch.setattr(EulerDynamics, "advance", advance)
 
 
 def test_divergence_stops_with_message_and_keeps_good_outputs(tmp_path, monkeypatch):

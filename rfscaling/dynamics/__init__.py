@@ -3,8 +3,11 @@ closed-form GP posterior, and the evaluation loop that feeds hooks."""
 
 from rfscaling.dynamics.euler import (
     DynamicsParams,
+    FORMS,
     EulerDynamics,
     State,
+    choose_form,
+    design_gram,
     hessian_top_eigenvalue,
     stable_step_size,
 )
@@ -20,6 +23,7 @@ from rfscaling.dynamics.exact import (
 from rfscaling.dynamics.loop import make_snapshot, simulate
 
 __all__ = [
+    "FORMS",
     "DynamicsParams",
     "EulerDynamics",
     "ExactDynamics",
@@ -27,6 +31,8 @@ __all__ = [
     "HessianEigen",
     "PosteriorDynamics",
     "State",
+    "choose_form",
+    "design_gram",
     "exact_moments",
     "flow_factor",
     "hessian_top_eigenvalue",
