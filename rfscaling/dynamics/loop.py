@@ -29,18 +29,22 @@ __all__ = ["simulate", "make_snapshot", "check_finite"]
 
 
 def make_snapshot(index: int, state: State, dynamics, target_weights: torch.Tensor, eigenvalues: torch.Tensor,
-                  theory: Optional[TheoryCurve], error_offset: float = 0.0) -> Snapshot:
+                  theory: Optional[TheoryCurve], error_offset: float = 0.0, *, constants_owned: bool = False) -> Snapshot:
+    """``constants_owned``: ``target_weights`` and ``eigenvalues`` are private copies that nobody
+    modifies (``simulate`` copies them once per run instead of once per evaluation)."""
     w = state.weights.detach().clone()
+    if not constants_owned:
+        target_weights, eigenvalues = target_weights.detach().clone(), eigenvalues.detach().clone()
     return Snapshot(
         index=index,
         time=float(state.time),
         step=int(state.step),
         weights=w,
-        target_weights=target_weights.detach().clone(),
-        eigenvalues=eigenvalues.detach().clone(),
-        train_error=dynamics.train_errors(w).detach().clone(),
+        target_weights=target_weights,
+        eigenvalues=eigenvalues,
+        train_error=dynamics.train_errors(w).detach(),
         theory=theory.at(index) if theory is not None else None,
-        rng_state=state.generator.get_state().clone(),
+        rng_state=state.generator.get_state(),  # already a copy
         error_offset=float(error_offset),
     )
 
@@ -93,6 +97,7 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     total = int(steps[-1]) if steps.size else 0
     if chunk is None:
         chunk = max(1, total // 50)  # progress granularity; the kernel form re-anchors per call
+    target_weights, eigenvalues = target_weights.detach().clone(), eigenvalues.detach().clone()
     for h in hooks:
         h.on_start(info)
     t0 = _time.perf_counter()
@@ -112,7 +117,8 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
                     n = min(n, chunk - state.step % chunk)
                 state = dynamics.advance(state, n)
                 bar.update(n)
-            new = make_snapshot(i, state, dynamics, target_weights, eigenvalues, info.theory, error_offset)
+            new = make_snapshot(i, state, dynamics, target_weights, eigenvalues, info.theory, error_offset,
+                                constants_owned=True)
             bad = check_finite(new)
             if bad is not None:
                 divergence = Divergence(

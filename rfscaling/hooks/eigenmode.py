@@ -15,6 +15,7 @@ Everything is averaged over datasets, with standard errors over datasets (ddof =
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -58,8 +59,25 @@ def _mean_se(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard error over the leading (dataset) axis."""
     D = x.shape[0]
     m = x.mean(0)
-    se = x.std(0, unbiased=True) / math.sqrt(D) if D > 1 else torch.full_like(m, float("nan"))
+    se = _var(x, 0).sqrt_() / math.sqrt(D) if D > 1 else torch.full_like(m, float("nan"))
     return m.cpu().numpy(), se.cpu().numpy()
+
+
+def _var(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Unbiased variance along ``dim`` (two-pass; torch's ``var`` over a middle axis of these
+    small tensors took ~0.5 ms, half of an evaluation's measurement)."""
+    d = x - x.mean(dim, keepdim=True)
+    return (d * d).sum(dim) / (x.shape[dim] - 1)
+
+
+def _row_cells(row: dict) -> list:
+    return [repr(float(row[c])) if c != "step" else int(row[c]) for c in METRICS_COLUMNS]
+
+
+def _csv_line(cells) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(cells)
+    return buf.getvalue()
 
 
 def measure(weights: torch.Tensor, target_weights: torch.Tensor, eigenvalues: torch.Tensor,
@@ -75,7 +93,7 @@ def measure(weights: torch.Tensor, target_weights: torch.Tensor, eigenvalues: to
     R = e.shape[1]
     err = lam * (e**2).mean(1)  # (D, N)
     if R > 1:
-        var = lam * e.var(1, unbiased=True)
+        var = lam * _var(e, 1)
         bias = lam * e.mean(1) ** 2 - var / R
     else:
         var = torch.full_like(err, float("nan"))
@@ -94,8 +112,8 @@ def measure(weights: torch.Tensor, target_weights: torch.Tensor, eigenvalues: to
 class EigenmodeHook:
     """Records per-mode error/bias/variance and the totals at every evaluation.
 
-    Writes ``metrics.csv`` (columns :data:`METRICS_COLUMNS`, rewritten atomically at every
-    evaluation) and, at the end, ``modes.npz`` with ``times``, ``steps``, ``eigenvalues`` and
+    Writes ``metrics.csv`` (columns :data:`METRICS_COLUMNS`; written atomically at the start,
+    one line appended and flushed per evaluation, rewritten atomically at the end) and, at the end, ``modes.npz`` with ``times``, ``steps``, ``eigenvalues`` and
     (T, N) arrays ``mode_error``, ``mode_error_se``, ``mode_bias``, ``mode_variance`` and their
     ``*_theory`` counterparts. ``out_dir=None`` keeps everything in memory only.
     """
@@ -104,11 +122,13 @@ class EigenmodeHook:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.rows: list[dict] = []
         self.modes: list[dict] = []
+        self._file = None  # metrics.csv opened for appending during a run
         self.eigenvalues: Optional[np.ndarray] = None
 
     # -- protocol --------------------------------------------------------------------------
     def on_start(self, info: RunInfo) -> None:
         self.eigenvalues = np.asarray(info.eigenvalues, dtype=np.float64)
+        self.write_metrics()  # header and the rows restored from a checkpoint, if any
 
     def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]:
         m = snapshot.metrics
@@ -132,7 +152,7 @@ class EigenmodeHook:
             "mode_bias_theory": th.mode_bias if th is not None and th.mode_bias is not None else nanv,
             "mode_variance_theory": th.mode_variance if th is not None and th.mode_variance is not None else nanv,
         })
-        self.write_metrics()
+        self._append(self.rows[-1])
         return None
 
     def on_end(self, summary: RunSummary) -> None:
@@ -153,17 +173,37 @@ class EigenmodeHook:
         return {k: np.array([r[k] for r in self.rows], dtype=np.float64) for k in keys}
 
     def write_metrics(self) -> None:
+        """Rewrite metrics.csv atomically from all rows (at the start, e.g. after a resume, and
+        at the end); evaluations in between append one line each (:meth:`_append`)."""
         if self.out_dir is None:
             return
+        self._close_file()
+        text = _csv_line(METRICS_COLUMNS) + "".join(_csv_line(_row_cells(r)) for r in self.rows)
 
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="") as fh:
-                wr = csv.writer(fh)
-                wr.writerow(METRICS_COLUMNS)
-                for r in self.rows:
-                    wr.writerow([repr(float(r[c])) if c != "step" else int(r[c]) for c in METRICS_COLUMNS])
+                fh.write(text)
 
         atomic_write(self.out_dir / "metrics.csv", write)
+
+    def _append(self, row: dict) -> None:
+        # One write + flush of a short line per evaluation: rewriting the whole file cost ~0.3 ms
+        # (open/truncate) per evaluation, a tenth of the hook's budget at the default schedule.
+        if self.out_dir is None:
+            return
+        if self._file is None:
+            self._file = open(self.out_dir / "metrics.csv", "a", newline="")
+        self._file.write(_csv_line(_row_cells(row)))
+        self._file.flush()
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        """Flush and close metrics.csv (``simulate`` calls this when a run ends abnormally)."""
+        self._close_file()
 
     def write_modes(self) -> None:
         if self.out_dir is None or not self.modes:
