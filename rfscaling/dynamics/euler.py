@@ -187,7 +187,8 @@ class EulerDynamics(EnsembleReadout):
         # datasets per block so that a block's Gram (or design) stays in cache; all at once with noise
         per_dataset = (self._gram if self._gram is not None else self._X)[0].numel() * self._X.element_size()
         D = data.n_datasets
-        self._block = D if self._noise > 0 else max(1, min(D, _BLOCK_BYTES // max(per_dataset, 1)))
+        on_cpu = self._X.device.type == "cpu"  # a GPU wants the whole batch in one kernel
+        self._block = D if self._noise > 0 or not on_cpu else max(1, min(D, _BLOCK_BYTES // max(per_dataset, 1)))
 
     def init(self, generator: torch.Generator) -> State:
         D, R = self.data.n_datasets, self.data.n_replicas

@@ -55,12 +55,12 @@ class EnsembleMetrics:
     mode_variance: np.ndarray
 
 
-def _mean_se(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error over the leading (dataset) axis."""
+def _mean_se(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard error over the leading (dataset) axis (on x's device)."""
     D = x.shape[0]
     m = x.mean(0)
     se = _var(x, 0).sqrt_() / math.sqrt(D) if D > 1 else torch.full_like(m, float("nan"))
-    return m.cpu().numpy(), se.cpu().numpy()
+    return m, se
 
 
 def _var(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -103,9 +103,12 @@ def measure(weights: torch.Tensor, target_weights: torch.Tensor, eigenvalues: to
                        train_error.detach().to(torch.float64).mean(1)], 1)
     tm, tse = _mean_se(tot)
     me, mse = _mean_se(err)
+    # one device -> host copy per evaluation (each copy synchronises a GPU)
+    flat = torch.cat([tm, tse, me, mse, bias.mean(0), var.mean(0)]).cpu().numpy()
+    tm, tse, me, mse, mb, mv = np.split(flat, np.cumsum([4, 4, err.shape[1], err.shape[1], err.shape[1]]))
     return EnsembleMetrics(
         float(tm[0]), float(tse[0]), float(tm[1]), float(tse[1]), float(tm[2]), float(tse[2]),
-        float(tm[3]), float(tse[3]), me, mse, bias.mean(0).cpu().numpy(), var.mean(0).cpu().numpy(),
+        float(tm[3]), float(tse[3]), me, mse, mb, mv,
     )
 
 
