@@ -124,3 +124,31 @@ def test_cli_resume_with_the_same_command_is_bit_identical(tmp_path):
     a, b = np.load(tmp_path / "parts" / "modes.npz"), np.load(tmp_path / "full" / "modes.npz")
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("integrator,n_eigh,n_eigvalsh", [("exact", 1, 0), ("euler", 0, 0), ("auto", 1, 0)])
+def test_one_eigendecomposition_per_run(tmp_path, monkeypatch, integrator, n_eigh, n_eigvalsh):
+    """The exact integrator takes lambda_max (hence dt) from its own eigendecomposition and Euler
+    takes it from Lanczos on the Gram matrix it then steps with: no eigendecomposition is
+    computed twice (the problem is small enough that Lanczos falls back to nothing: N, P > 192)."""
+    calls = {"eigh": 0, "eigvalsh": 0}
+    real_eigh, real_eigvalsh = torch.linalg.eigh, torch.linalg.eigvalsh
+
+    def eigh(A, *a, **k):
+        calls["eigh"] += A.shape[-1] > 64  # the Lanczos tridiagonal solves are tiny
+        return real_eigh(A, *a, **k)
+
+    def eigvalsh(A, *a, **k):
+        calls["eigvalsh"] += 1
+        return real_eigvalsh(A, *a, **k)
+
+    monkeypatch.setattr(torch.linalg, "eigh", eigh)
+    monkeypatch.setattr(torch.linalg, "eigvalsh", eigvalsh)
+    spec = TrainSpec(
+        problem=ProblemSpec(P=200, N=400, label_noise=0.1, datasets=2, replicas=2, dtype=torch.float64),
+        params=DynamicsParams(), t_max=1e5 if integrator == "auto" else 5.0, n_evals=6, integrator=integrator,
+        hooks=HookSpec(tensorboard=False, progress=False, early_stopping=False),
+    )
+    s = train(spec, tmp_path)
+    assert s["integrator"] == ("exact" if integrator == "auto" else integrator)
+    assert calls == {"eigh": n_eigh, "eigvalsh": n_eigvalsh}, calls
