@@ -8,14 +8,18 @@
   rasterised with numpy).
 * Hyperparameters and final metrics through the hparams plugin at the end.
 
-All writer work (the tensorboard import, the SummaryWriter, scalars, rendering and encoding the
-image, hparams, flush/close) runs on one background daemon thread fed by a bounded queue, so
-that logging never blocks training: ``on_start`` waits for the one-off start (imports, image
-frame), then ``on_eval`` only copies a few floats and the per-mode arrays
-off the snapshot (back-pressure only if the writer falls 64 evaluations behind). The queue is
-drained, flushed and closed at the end of a run and by :meth:`TensorBoardHook.close`, which
-``simulate`` calls when a run ends abnormally (divergence, an exception, SIGTERM/SIGINT). A
-failure on the writer thread is re-raised on the training thread by the next call.
+All writer work (the tensorboard and matplotlib imports, the SummaryWriter, scalars, rendering
+and encoding the image, hparams, flush/close) runs in a separate child PROCESS, so that logging
+never competes with training for the GIL (on a thread it slowed a fast training loop by ~40 %).
+``on_start`` launches the child and returns at once (its imports run in parallel); ``on_eval``
+only copies a few floats and the per-mode arrays off the snapshot onto an in-process queue, and
+one feeder thread pickles them into the child's stdin (length-prefixed messages; a blocking pipe
+write releases the GIL). The child ignores SIGINT/SIGTERM (the parent decides) and flushes on
+a stop message or at EOF, so it also flushes if the parent dies. Everything accepted is on
+disk once :meth:`TensorBoardHook.close` returns: the end of a run calls it, and ``simulate``
+calls it when a run ends abnormally (divergence, an exception, SIGTERM/SIGINT). A failure of
+the writer process is raised as a RuntimeError by ``close``/``on_end`` (or by ``on_eval`` if
+the process has already exited).
 """
 
 from __future__ import annotations
@@ -23,10 +27,16 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 import queue
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, BinaryIO, Mapping, Optional
 
 import numpy as np
 
@@ -39,7 +49,12 @@ LAYOUT = {
     "DMFT vs experiment": {q: ["Multiline", [f"{q}/empirical", f"{q}/theory"]] for q in QUANTITIES},
     "error bands": {"E_g +- SE": ["Margin", ["E_g/empirical", "E_g/lower", "E_g/upper"]]},
 }
-_STOP = object()  # sentinel: drain, flush, close
+_STOP = object()  # sentinel on the parent's queue: send "stop", then the feeder exits
+_HEADER = struct.Struct("<Q")  # length prefix of each pickled message on the child's stdin
+# SIGINT is ignored before the (slow) imports: a Ctrl-C to the terminal's process group must
+# not kill the writer before the parent has told it to flush
+_CHILD_CODE = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+               "from rfscaling.hooks.tensorboard import _writer_main; _writer_main()")
 
 
 def _hparam_value(v: Any):
@@ -56,7 +71,8 @@ class _ModeErrors:
 @dataclass(frozen=True)
 class _ImageData:
     """What :meth:`TensorBoardHook.mode_image` reads from a snapshot (``time``,
-    ``metrics.mode_error``, ``theory.mode_error``), copied so that the snapshot can be freed."""
+    ``metrics.mode_error``, ``theory.mode_error``), copied so that the snapshot can be freed
+    (and pickled to the writer process)."""
 
     time: float
     metrics: _ModeErrors
@@ -82,22 +98,76 @@ class _HParams:
     metrics: dict
 
 
-class TensorBoardHook:
-    queue_size = 64  # evaluations the writer may fall behind before on_eval waits
+class _Renderer:
+    """Renders the per-mode image; one per run, in the parent (``mode_image``) and in the writer
+    process alike, so both produce the same pixels for the same sequence of snapshots.
 
+    The frame's limits come from the DMFT per-mode errors at all times when they are known (the
+    frame is then never rebuilt), else from the first snapshot; it is rebuilt when the data
+    leave its limits."""
+
+    def __init__(self, theory_modes: Optional[np.ndarray] = None) -> None:
+        self.theory_modes = theory_modes
+        self.frame: Optional[_ModeFrame] = None
+        self._theory_tried = False
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Build the theory frame and the title's glyph cache now (the writer does it at start)."""
+        with self._lock:
+            frame = self._theory_frame()
+            if frame is not None:
+                frame.title(frame.background.copy(), "t = 0123456789.e+-")
+
+    def _theory_frame(self) -> Optional[_ModeFrame]:
+        if not self._theory_tried:
+            self._theory_tried = True
+            if self.theory_modes is not None:
+                ref = np.asarray(self.theory_modes, dtype=np.float64)
+                ref = ref[np.isfinite(ref) & (ref > 0)]
+                if ref.size:
+                    self.frame = _ModeFrame(np.shape(self.theory_modes)[-1],
+                                            (float(ref.min()) * 1e-3, float(ref.max()) * 3))
+        return self.frame
+
+    def render(self, snapshot) -> np.ndarray:
+        with self._lock:
+            self._theory_frame()
+            m, th = snapshot.metrics, snapshot.theory
+            n = m.mode_error.size
+            th_err = th.mode_error if th is not None and th.mode_error is not None else None
+            ys = [m.mode_error] if th_err is None else [m.mode_error, th_err]
+            y = np.concatenate(ys)
+            y = y[np.isfinite(y) & (y > 0)]
+            frame = self.frame
+            if frame is None or frame.n != n or (y.size and (y.max() > frame.ylim[1] or y.min() < frame.ylim[0])):
+                ref = th_err if th_err is not None else m.mode_error
+                ref = np.concatenate([ref[np.isfinite(ref) & (ref > 0)], y]) if y.size else np.ones(1)
+                self.frame = frame = _ModeFrame(n, (float(ref.min()) * 1e-3, float(ref.max()) * 3))
+            img = frame.background.copy()
+            k = np.arange(1, n + 1, dtype=np.float64)
+            frame.points(img, k, m.mode_error)
+            if th_err is not None:  # on top: the points are dense at high k
+                frame.line(img, k, th_err)
+            frame.title(img, f"t = {snapshot.time:.3g}")
+            return img
+
+
+class TensorBoardHook:
     def __init__(self, log_dir: str | os.PathLike, hparams: Mapping[str, Any] | None = None,
                  image_every: int = 1, extra_metrics: Optional[callable] = None) -> None:
         self.log_dir = str(log_dir)
         self.hparams = {k: _hparam_value(v) for k, v in (hparams or {}).items()}
         self.image_every = max(1, int(image_every))
         self.extra_metrics = extra_metrics  # () -> dict of final metrics for the hparams table
-        self.writer = None  # the SummaryWriter, created and used on the writer thread only
-        self._fig = None
-        self._render_lock = threading.Lock()
+        self._renderer = _Renderer()
+        self._proc: Optional[subprocess.Popen] = None  # the writer process
+        self._stderr: Optional[BinaryIO] = None  # its stderr (a temporary file): the error line
         self._queue: Optional[queue.Queue] = None
-        self._thread: Optional[threading.Thread] = None
+        self._feeder: Optional[threading.Thread] = None
         self._stop_sent = False
-        self._error: Optional[BaseException] = None
+        self._failure: Optional[str] = None  # the writer process's failure, once known
+        self._feed_error: Optional[BaseException] = None  # a message that could not be pickled
         self._reported = False  # the failure was raised by on_eval already
 
     # -- training thread -------------------------------------------------------------------
@@ -105,22 +175,39 @@ class TensorBoardHook:
         self.close()  # a previous run of this hook, if any
         self.eigenvalues = np.asarray(info.eigenvalues)
         purge = info.start_index if info.start_index > 0 else None
-        self._error, self._reported, self._stop_sent = None, False, False
-        self._queue = queue.Queue(maxsize=self.queue_size)
         th = info.theory.mode_error if info.theory is not None else None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._work, args=(self._queue, purge, th, self._ready), daemon=True,
+        th = None if th is None else np.array(th, copy=True)
+        self._renderer = _Renderer(th)  # mode_image builds the same frame as the writer, lazily
+        self._failure, self._feed_error, self._reported, self._stop_sent = None, None, False, False
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = "1"  # the writer does no numerical work worth a thread pool
+        self._stderr = tempfile.TemporaryFile(prefix="rfscaling-tb-")
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE], stdin=subprocess.PIPE,
+                                          stdout=subprocess.DEVNULL, stderr=self._stderr, env=env)
+        except BaseException:
+            self._stderr.close()
+            self._stderr = None
+            raise
+        self._queue = queue.Queue()
+        self._queue.put(("start", {"log_dir": os.path.abspath(self.log_dir), "purge_step": purge,
+                                   "theory_modes": th}))
+        self._feeder = threading.Thread(target=self._feed, args=(self._queue, self._proc.stdin), daemon=True,
                                         name=f"TensorBoardHook({self.log_dir})")
-        self._thread.start()
-        # Wait for the one-off start (tensorboard and matplotlib imports, the image frame, ~1 s of
-        # CPU): it holds the GIL, and overlapping it with the first steps slowed them ~2x.
-        while not self._ready.wait(0.5) and self._thread.is_alive():
-            pass
+        self._feeder.start()
 
     def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]:
-        if self._thread is None:
+        proc = self._proc
+        if proc is None:
             raise RuntimeError("TensorBoardHook.on_eval called before on_start (or after close)")
-        self._raise_if_failed()
+        if self._failure is None and proc.poll() is not None:  # exited before being told to stop
+            self._failure = self._failure_message(proc.returncode)
+        if self._failure is not None:
+            self._reported = True
+            raise RuntimeError(self._failure)
         i = int(snapshot.index)
         m, th = snapshot.metrics, snapshot.theory
         emp = {"E_g": m.generalization_error, "bias": m.bias, "variance": m.variance, "train_error": m.train_error}
@@ -138,155 +225,191 @@ class TensorBoardHook:
         if math.isfinite(snapshot.time):
             scalars.append(("time", float(snapshot.time)))
         image = _ImageData.of(snapshot) if i % self.image_every == 0 else None
-        self._put(_Eval(i, tuple(scalars), image))
+        self._queue.put(("eval", _Eval(i, tuple(scalars), image)))
         return None
 
     def on_end(self, summary: RunSummary) -> None:
-        if self._thread is None:
+        if self._proc is None:
             return
-        err = self._error
-        if err is not None:  # the hparams cannot be written: say so even if on_eval did before
-            with contextlib.suppress(Exception):
-                self.close()
-            raise self._wrap(err) from err
         try:
             m = summary.final.metrics
             metrics = {"hparam/E_g_final": m.generalization_error, "hparam/train_error_final": m.train_error}
-            if self.extra_metrics is not None:  # reads other hooks' state: here, not on the writer
+            if self.extra_metrics is not None:  # reads other hooks' state: here, not in the writer
                 metrics.update({f"hparam/{k}": float(v) for k, v in self.extra_metrics().items()
                                 if v is not None and isinstance(v, (int, float)) and math.isfinite(v)})
             metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
-            if self.hparams:
-                self._put(_HParams(dict(self.hparams), metrics))
+            if self.hparams and not self._stop_sent:
+                self._queue.put(("hparams", _HParams(dict(self.hparams), metrics)))
         except BaseException:
             with contextlib.suppress(Exception):
                 self.close()
             raise
-        self.close()
+        failure = self._shutdown()
+        if failure is not None:  # the hparams were not written: say so even if on_eval did before
+            raise RuntimeError(failure)
 
     def close(self) -> None:
-        """Write everything queued so far, flush and close the writer; wait for it (idempotent).
+        """Send everything queued so far to the writer process, which writes, flushes and closes;
+        wait for it to exit (idempotent; a no-op before on_start).
 
-        Re-raises a failure of the writer thread as a RuntimeError unless on_eval did already."""
-        thread = self._thread
-        if thread is None:
-            return
-        if not self._stop_sent:
-            with contextlib.suppress(RuntimeError):  # raised only if the writer thread has exited
-                self._put(_STOP)
-            self._stop_sent = True
-        thread.join()
-        self._thread = self._queue = None
-        err, self._error = self._error, None
-        if err is not None and not self._reported:
-            raise self._wrap(err) from err
+        Raises a RuntimeError if the writer process failed, unless on_eval did already."""
+        failure = self._shutdown()
+        if failure is not None and not self._reported:
+            raise RuntimeError(failure)
 
     # -- either thread -----------------------------------------------------------------------
     def mode_image(self, snapshot: Snapshot) -> np.ndarray:
         """RGB array (H, W, 3) uint8: per-mode error vs mode index, log-log, empirical as
         points, DMFT as a line; the time is in the title.
 
-        Takes a :class:`Snapshot` or the copy of its per-mode errors that ``on_eval`` queues.
+        Takes a :class:`Snapshot` or the copy of its per-mode errors that ``on_eval`` sends.
         The frame (axes, ticks, labels, legend) is drawn once with matplotlib; each evaluation
         copies it and rasterises the points and the line with numpy into the axes' pixel box,
-        and pastes the title from a cache of pre-rendered glyphs. Matplotlib blitting took
-        ~4-20 ms per image and held the GIL against the training thread; this takes ~0.3 ms.
-        The frame is rebuilt only when the data leave its limits.
+        and pastes the title from a cache of pre-rendered glyphs (~0.3 ms; matplotlib blitting
+        took ~4-20 ms). After ``on_start`` the frame's limits come from the DMFT per-mode errors
+        of the run, as in the writer process, so the same snapshots give the same pixels as
+        the images on disk. The frame is rebuilt only when the data leave its limits.
         """
-        with self._render_lock:
-            return self._render(snapshot)
-
-    def _render(self, snapshot) -> np.ndarray:
-        m, th = snapshot.metrics, snapshot.theory
-        n = m.mode_error.size
-        th_err = th.mode_error if th is not None and th.mode_error is not None else None
-        ys = [m.mode_error] if th_err is None else [m.mode_error, th_err]
-        y = np.concatenate(ys)
-        y = y[np.isfinite(y) & (y > 0)]
-        frame = getattr(self, "_fig", None)
-        if frame is None or frame.n != n or (y.size and (y.max() > frame.ylim[1] or y.min() < frame.ylim[0])):
-            ref = th_err if th_err is not None else m.mode_error
-            ref = np.concatenate([ref[np.isfinite(ref) & (ref > 0)], y]) if y.size else np.ones(1)
-            self._fig = frame = _ModeFrame(n, (float(ref.min()) * 1e-3, float(ref.max()) * 3))
-        img = frame.background.copy()
-        k = np.arange(1, n + 1, dtype=np.float64)
-        frame.points(img, k, m.mode_error)
-        if th_err is not None:  # on top: the points are dense at high k
-            frame.line(img, k, th_err)
-        frame.title(img, f"t = {snapshot.time:.3g}")
-        return img
+        return self._renderer.render(snapshot)
 
     # -- internals ---------------------------------------------------------------------------
-    def _wrap(self, err: BaseException) -> RuntimeError:
-        return RuntimeError(f"TensorBoardHook({self.log_dir}): the writer thread failed: {err!r}")
+    def _shutdown(self) -> Optional[str]:
+        """Stop the feeder and the writer process, wait for both; the failure message or None.
+        Interrupted (a signal during the wait), it can be called again and resumes."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if not self._stop_sent:
+            self._queue.put(_STOP)
+            self._stop_sent = True
+        self._feeder.join()
+        with contextlib.suppress(OSError, ValueError):  # BrokenPipeError: the child has exited
+            proc.stdin.close()
+        rc = proc.wait()
+        failure = self._failure
+        if failure is None and rc != 0:
+            failure = self._failure_message(rc)
+        if failure is None and self._feed_error is not None:
+            failure = f"TensorBoardHook({self.log_dir}): the writer process failed: not sent: {self._feed_error!r}"
+        with contextlib.suppress(OSError):
+            self._stderr.close()
+        self._proc = self._stderr = self._queue = self._feeder = None
+        self._failure = None
+        return failure
 
-    def _raise_if_failed(self) -> None:
-        err = self._error
-        if err is not None:
-            self._reported = True
-            raise self._wrap(err) from err
+    def _failure_message(self, returncode: int) -> str:
+        """The writer process's first error line (``error: ...``), else its last line of stderr."""
+        text = ""
+        with contextlib.suppress(OSError, ValueError):
+            self._stderr.flush()
+            self._stderr.seek(0)
+            text = self._stderr.read().decode("utf-8", "replace")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("error: ")]
+        if errors:
+            why = errors[0][len("error: "):]
+        elif lines:
+            why = f"{lines[-1]} (exit status {returncode})"
+        else:
+            why = f"exit status {returncode}" + (" (exited before being told to stop)" if returncode == 0 else "")
+        return f"TensorBoardHook({self.log_dir}): the writer process failed: {why}"
 
-    def _put(self, item) -> None:
-        """Queue ``item``; waits while the queue is full (back-pressure), never on a dead writer."""
-        q, thread = self._queue, self._thread
+    def _feed(self, q: queue.Queue, pipe: BinaryIO) -> None:
+        """Feeder thread: pickle queued messages into the child's stdin until the stop sentinel.
+        Once the pipe is broken (the child has exited) the rest is drained and dropped."""
+        broken = False
         while True:
-            try:
-                q.put(item, timeout=0.5)
+            items = [q.get()]
+            with contextlib.suppress(queue.Empty):
+                while items[-1] is not _STOP:
+                    items.append(q.get_nowait())
+            if not broken:
+                try:
+                    for item in items:
+                        try:
+                            data = pickle.dumps(("stop", None) if item is _STOP else item,
+                                                protocol=pickle.HIGHEST_PROTOCOL)
+                        except Exception as e:  # noqa: BLE001  reported by close
+                            if self._feed_error is None:
+                                self._feed_error = e
+                            continue
+                        pipe.write(_HEADER.pack(len(data)))
+                        pipe.write(data)
+                    pipe.flush()
+                except (OSError, ValueError):  # BrokenPipeError: the child's failure is its exit status
+                    broken = True
+            if items[-1] is _STOP:
                 return
-            except queue.Full:
-                if not thread.is_alive():
-                    raise RuntimeError(f"TensorBoardHook({self.log_dir}): the writer thread has exited") from None
 
-    def _fail(self, err: BaseException) -> None:
-        if self._error is None:  # the first failure is the one reported
-            self._error = err
 
-    def _work(self, q: queue.Queue, purge: Optional[int], theory_modes: Optional[np.ndarray],
-              ready: threading.Event) -> None:
-        """Writer thread: create the writer and the image frame (limits from the DMFT per-mode
-        errors at all times, when known), set ``ready``, then write queued items until the
-        sentinel. After a failure the rest is drained and dropped (re-raised by the hook)."""
-        writer = None
+def _read_message(stream: BinaryIO):
+    """The next message on ``stream``; None at EOF (or a message cut short by the parent's death)."""
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    (n,) = _HEADER.unpack(head)
+    data = stream.read(n)
+    if len(data) < n:
+        return None
+    return pickle.loads(data)
+
+
+def _writer_main() -> None:
+    """Entry point of the writer process (see the module docstring): read messages on stdin,
+    write them with a SummaryWriter, flush and close at "stop" or EOF; exit 0, or 1 after
+    printing the first failure as ``error: <repr>`` on stderr (later messages are drained)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM to the process group, likewise
+    stream = sys.stdin.buffer
+    error: Optional[BaseException] = None
+    writer = None
+    renderer = _Renderer()
+
+    def fail(e: BaseException) -> None:
+        nonlocal error
+        if error is None:  # the first failure is the one reported
+            error = e
+            print(f"error: {' '.join(repr(e).split())}", file=sys.stderr, flush=True)
+
+    while True:
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            msg = _read_message(stream)
+        except Exception as e:  # noqa: BLE001  an unreadable message: the stream is lost
+            fail(e)
+            break
+        if msg is None or msg[0] == "stop":
+            break
+        if error is not None:
+            continue
+        kind, body = msg
+        try:
+            if kind == "eval":
+                for tag, value in body.scalars:
+                    writer.add_scalar(tag, value, body.index)
+                if body.image is not None:
+                    writer.add_image("modes/error", renderer.render(body.image), body.index, dataformats="HWC")
+            elif kind == "hparams":
+                writer.add_hparams(body.hparams, body.metrics, run_name=".")
+            elif kind == "start":
+                from torch.utils.tensorboard import SummaryWriter
 
-            writer = self.writer = SummaryWriter(self.log_dir, purge_step=purge)
-            writer.add_custom_scalars(LAYOUT)
-            if theory_modes is not None:
-                ref = np.asarray(theory_modes, dtype=np.float64)
-                ref = ref[np.isfinite(ref) & (ref > 0)]
-                if ref.size:
-                    with self._render_lock:
-                        self._fig = _ModeFrame(np.shape(theory_modes)[-1], (float(ref.min()) * 1e-3,
-                                                                            float(ref.max()) * 3))
-                        self._fig.title(self._fig.background.copy(), "t = 0123456789.e+-")  # glyph cache
-        except BaseException as e:  # noqa: BLE001  reported on the training thread
-            self._fail(e)
-        finally:
-            ready.set()
-        while True:
-            item = q.get()
-            if item is _STOP:
-                break
-            if self._error is not None:
-                continue
-            try:
-                if isinstance(item, _Eval):
-                    for tag, value in item.scalars:
-                        writer.add_scalar(tag, value, item.index)
-                    if item.image is not None:
-                        writer.add_image("modes/error", self.mode_image(item.image), item.index, dataformats="HWC")
-                else:
-                    writer.add_hparams(item.hparams, item.metrics, run_name=".")
-            except BaseException as e:  # noqa: BLE001
-                self._fail(e)
-        if writer is not None:
-            try:
-                writer.flush()
-                writer.close()
-            except BaseException as e:  # noqa: BLE001
-                self._fail(e)
-        self.writer = None
+                writer = SummaryWriter(body["log_dir"], purge_step=body["purge_step"])
+                writer.add_custom_scalars(LAYOUT)
+                renderer = _Renderer(body["theory_modes"])
+                renderer.prepare()
+            else:
+                raise ValueError(f"unknown message {kind!r}")
+        except BaseException as e:  # noqa: BLE001
+            fail(e)
+    if writer is not None:
+        try:
+            writer.flush()
+            writer.close()
+        except BaseException as e:  # noqa: BLE001
+            fail(e)
+    sys.stderr.flush()
+    sys.exit(1 if error is not None else 0)
 
 
 class _ModeFrame:
