@@ -291,3 +291,23 @@ def test_euler_hessian_form_langevin_uses_the_same_noise_stream():
     with pytest.raises(ValueError, match="form"):
         EulerDynamics(wide, params, form="gram")
     assert EulerDynamics(wide, params).form == "features"  # noise leaves the row space of X
+
+
+def test_kernel_form_train_errors_reuse_the_residual():
+    """The residual that the kernel form computes at the end of ``advance`` gives the training
+    error of its output (checked against X w - y computed from scratch); a modified or different
+    weight tensor is not mistaken for it."""
+    _, data = _data(30, 12, 2, 3)
+    for params in (DynamicsParams(), DynamicsParams(weight_decay=0.3, init_variance=0.2)):
+        dyn = EulerDynamics(data, params, form="kernel")
+        st = dyn.advance(dyn.init(make_generator(1, "dyn")), 17)
+        ref = ((data.labels - torch.einsum("dpn,drn->drp", data.features, st.weights)) ** 2).mean(-1)
+        assert dyn._last_resid is not None and dyn._last_resid[0] is st.weights
+        torch.testing.assert_close(dyn.train_errors(st.weights), ref, rtol=1e-10, atol=1e-14)
+        other = st.weights.clone()
+        other[0, 0, 0] += 1.0
+        ref2 = ((data.labels - torch.einsum("dpn,drn->drp", data.features, other)) ** 2).mean(-1)
+        torch.testing.assert_close(dyn.train_errors(other), ref2, rtol=1e-10, atol=1e-14)
+        st.weights.add_(0.5)  # changed in place: the cached residual no longer applies
+        ref3 = ((data.labels - torch.einsum("dpn,drn->drp", data.features, st.weights)) ** 2).mean(-1)
+        torch.testing.assert_close(dyn.train_errors(st.weights), ref3, rtol=1e-10, atol=1e-14)

@@ -32,6 +32,7 @@ def make_snapshot(index: int, state: State, dynamics, target_weights: torch.Tens
                   theory: Optional[TheoryCurve], error_offset: float = 0.0, *, constants_owned: bool = False) -> Snapshot:
     """``constants_owned``: ``target_weights`` and ``eigenvalues`` are private copies that nobody
     modifies (``simulate`` copies them once per run instead of once per evaluation)."""
+    train_error = dynamics.train_errors(state.weights).detach()  # before the copy: may reuse a cached residual
     w = state.weights.detach().clone()
     if not constants_owned:
         target_weights, eigenvalues = target_weights.detach().clone(), eigenvalues.detach().clone()
@@ -42,7 +43,7 @@ def make_snapshot(index: int, state: State, dynamics, target_weights: torch.Tens
         weights=w,
         target_weights=target_weights,
         eigenvalues=eigenvalues,
-        train_error=dynamics.train_errors(w).detach(),
+        train_error=train_error,
         theory=theory.at(index) if theory is not None else None,
         rng_state=state.generator.get_state(),  # already a copy
         error_offset=float(error_offset),
@@ -98,7 +99,7 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     stepwise = isinstance(dynamics, EulerDynamics)
     total = int(steps[-1]) if steps.size else 0
     if chunk is None:
-        chunk = max(1, total // 50)  # progress granularity; the kernel form re-anchors per call
+        chunk = max(1, total // 20)  # progress every 5 %; few calls, as the kernel form re-anchors per call
     target_weights, eigenvalues = target_weights.detach().clone(), eigenvalues.detach().clone()
     for h in hooks:
         h.on_start(info)

@@ -45,10 +45,9 @@ class EarlyStoppingHook:
             self.theory_eg = np.asarray(info.theory.generalization_error)
 
     def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]:
-        errs = self.validation.errors(snapshot.weights).double()  # (D, R)
-        per_d = errs.mean(1)
+        per_d = self.validation.errors(snapshot.weights).cpu().numpy().astype(np.float64).mean(1)  # (D,)
         val = float(per_d.mean())
-        se = float(per_d.std() / math.sqrt(per_d.numel())) if per_d.numel() > 1 else float("nan")
+        se = float(per_d.std(ddof=1) / math.sqrt(per_d.size)) if per_d.size > 1 else float("nan")
         m = snapshot.metrics
         rec = {
             "index": snapshot.index, "time": snapshot.time, "step": snapshot.step,
