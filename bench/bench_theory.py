@@ -132,6 +132,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(f"wrote {out}")
+    return res
 
 
 if __name__ == "__main__":
