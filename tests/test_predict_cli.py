@@ -153,3 +153,17 @@ def test_time_grid(compose):
     assert np.all(np.isfinite(time_grid(s)))
     s = settings_from_config(compose("predict", SMALL + ["dynamics=langevin", "data.P=256"]))
     assert math.isinf(time_grid(s)[-1])  # P > N: the Langevin stationary state exists
+
+
+def test_cli_multirun_with_a_failed_job_exits_1_and_indexes_it(tmp_path):
+    """The theory app's sweeps get the same sweep index as the training app's: the good job
+    runs, the bad one is recorded with its one-line error, and the sweep exits 1."""
+    import csv
+
+    sweep = tmp_path / "sweep"
+    p = subprocess.run([sys.executable, "-m", "rfscaling.predict", "-m", "data.P=64,-3", "plot=false",
+                        f"hydra.sweep.dir={sweep}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1, p.stderr[-2000:]
+    rows = {r["job"]: r for r in csv.DictReader(open(sweep / "index.csv"))}
+    assert rows["0"]["status"] == "ok" and rows["1"]["status"] == "failed"
+    assert "data.P=-3" in rows["1"]["error"] and "positive integer" in rows["1"]["error"]
