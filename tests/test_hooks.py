@@ -487,3 +487,147 @@ def test_tensorboard_resume_purges_from_the_restart_index(tmp_path):
     tb2.close()
     ev = _tb_events(tmp_path / "tb").Scalars("E_g/empirical")
     assert [e.step for e in ev] == list(range(len(snaps)))
+
+
+# -- the writer process without torch --------------------------------------------------------------
+def _event_files(log_dir):
+    from pathlib import Path
+
+    return sorted(str(p) for p in Path(log_dir).rglob("events.out.tfevents.*"))
+
+
+def _write_sequence(make_writer, log_dir, images, layout):
+    """One sequence through a SummaryWriter-like class: custom scalars, scalars over six steps,
+    two images (the resumed run and the hparams are written by the caller)."""
+    w = make_writer(str(log_dir), None)
+    w.add_custom_scalars(layout)
+    for step in range(6):
+        w.add_scalar("E_g/empirical", 1.0 / (step + 1), step)
+        w.add_scalar("E_g/theory", 0.9 / (step + 1), step)
+        w.add_scalar("time", 0.1 * 2.0**step, step)
+    w.add_image("modes/error", images[0], 0, dataformats="HWC")
+    w.add_image("modes/error", images[1], 4, dataformats="HWC")
+    w.close()
+
+
+def test_torch_free_event_writer_writes_what_summary_writer_writes(tmp_path):
+    """_EventWriter (the writer process's, without torch) against torch's SummaryWriter: the
+    same sequence written by both gives the same tags, steps, values, images (PNG bytes and
+    dimensions), custom-scalars layout and hparams plugin content, and file by file the same
+    events once wall times are cleared."""
+    import time
+
+    pytest.importorskip("torch.utils.tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rfscaling.hooks._tb_writer import LAYOUT, _EventWriter
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8),
+              rng.integers(0, 256, size=(20, 11, 3), dtype=np.uint8)]
+    hparams = {"data.P": 20, "lr": 0.125, "dynamics.name": "gradient_flow", "flag": True}
+    metrics = {"hparam/E_g_final": 0.5, "hparam/train_error_final": 0.25}
+    writers = {"torch": lambda d, purge: SummaryWriter(d, purge_step=purge),
+               "ours": lambda d, purge: _EventWriter(d, purge_step=purge)}
+    for name, make in writers.items():
+        _write_sequence(make, tmp_path / name, images, LAYOUT)
+    # the resumed run's files must sort after the first ones (whole seconds in the name)
+    time.sleep(1.02 - time.time() % 1.0)
+    for name, make in writers.items():
+        w = make(str(tmp_path / name), 3)
+        for step in range(3, 6):
+            w.add_scalar("E_g/empirical", 10.0 + step, step)
+        w.add_hparams(dict(hparams), dict(metrics), run_name=".")
+        w.close()
+
+    def load(name):
+        acc = EventAccumulator(str(tmp_path / name), size_guidance={k: 0 for k in
+                               ("compressedHistograms", "images", "audio", "scalars", "histograms", "tensors")})
+        acc.Reload()
+        return acc
+
+    acc = {name: load(name) for name in writers}
+    tags = {name: a.Tags() for name, a in acc.items()}
+    assert tags["torch"] == tags["ours"]
+    assert set(tags["ours"]["scalars"]) == {"E_g/empirical", "E_g/theory", "time", *metrics}
+    for tag in tags["ours"]["scalars"]:
+        got = {name: [(e.step, e.value) for e in a.Scalars(tag)] for name, a in acc.items()}
+        assert got["torch"] == got["ours"], tag
+    # the purge applied: steps 3-5 of the first run replaced by the resumed run's
+    assert acc["ours"].Scalars("E_g/empirical")[3].value == 13.0
+    assert [e.step for e in acc["ours"].Scalars("E_g/empirical")] == list(range(6))
+    assert [e.step for e in acc["ours"].Scalars("E_g/theory")] == [0, 1, 2]
+    assert [(e.step, e.value) for e in acc["ours"].Scalars("hparam/E_g_final")] == [(0, 0.5)]
+    # the images: bytes and dimensions (the second, at step 4, was purged by the resume at 3)
+    got = {name: [(e.step, e.width, e.height, e.encoded_image_string) for e in a.Images("modes/error")]
+           for name, a in acc.items()}
+    assert got["torch"] == got["ours"] and [g[:3] for g in got["ours"]] == [(0, 53, 37)]
+    # the custom-scalars layout
+    layouts = {}
+    for name, a in acc.items():
+        (ev,) = a.Tensors("custom_scalars__config__")
+        layouts[name] = layout_pb2.Layout.FromString(ev.tensor_proto.string_val[0])
+        assert a.SummaryMetadata("custom_scalars__config__").plugin_data.plugin_name == "custom_scalars"
+    assert layouts["torch"] == layouts["ours"]
+    charts = {c.title: c for cat in layouts["ours"].category for c in cat.chart}
+    assert list(charts["E_g"].multiline.tag) == ["E_g/empirical", "E_g/theory"]
+    assert charts["E_g +- SE"].margin.series[0].upper == "E_g/upper"
+    # the hparams plugin: experiment, session start, session end
+    content = {name: a.PluginTagToContent("hparams") for name, a in acc.items()}
+    assert content["torch"] == content["ours"] and len(content["ours"]) == 3
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["ours"]["_hparams_/session_start_info"])
+    assert start.session_start_info.hparams["dynamics.name"].string_value == "gradient_flow"
+    assert start.session_start_info.hparams["lr"].number_value == 0.125
+    exp = plugin_data_pb2.HParamsPluginData.FromString(content["ours"]["_hparams_/experiment"])
+    assert [m.name.tag for m in exp.experiment.metric_infos] == list(metrics)
+
+    # file by file (in the order they were created), the same events but for the wall times
+    def events(path):
+        out = []
+        for ev in EventFileLoader(path).Load():
+            ev.wall_time = 0.0
+            out.append(ev.SerializeToString())
+        return tuple(out)
+
+    files = {name: sorted(_event_files(tmp_path / name), key=lambda p: int(p.rsplit(".", 1)[-1]))
+             for name in writers}
+    assert len(files["ours"]) == 3
+    assert [events(p) for p in files["torch"]] == [events(p) for p in files["ours"]]
+
+
+def test_tensorboard_writer_process_imports_neither_torch_nor_rfscaling(tmp_path):
+    """The hook's child command, fed a start, an evaluation with an image, hparams and stop,
+    writes them without importing torch or the rfscaling package (whose __init__s import torch)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from rfscaling.hooks import _tb_writer
+    from rfscaling.hooks.tensorboard import _CHILD_CODE
+
+    info, snaps = _tb_snapshots(n_evals=3)
+    messages = [("start", {"log_dir": str(tmp_path / "tb"), "purge_step": None,
+                           "theory_modes": np.array(info.theory.mode_error)}),
+                *[("eval", _tb_writer._Eval(int(s.index), (("E_g/empirical", float(s.metrics.generalization_error)),),
+                                            _tb_writer._ImageData.of(s))) for s in snaps],
+                ("hparams", _tb_writer._HParams({"data.P": 20}, {"hparam/E_g_final": 0.5})),
+                ("stop", None)]
+    data = b""
+    for m in messages:
+        blob = pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL)
+        data += _tb_writer._HEADER.pack(len(blob)) + blob
+    # the child's own code, reporting its modules at exit
+    code = ("try:\n    " + _CHILD_CODE + "\nfinally:\n    import sys\n"
+            "    print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'rfscaling')))\n")
+    out = subprocess.run([sys.executable, "-c", code, _tb_writer.__file__], input=data, capture_output=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().strip() == "[]", out.stdout.decode()
+    acc = _tb_events(tmp_path / "tb")
+    assert [e.step for e in acc.Scalars("E_g/empirical")] == [int(s.index) for s in snaps]
+    assert len(acc.Images("modes/error")) == len(snaps)
+    assert [e.value for e in acc.Scalars("hparam/E_g_final")] == [0.5]
