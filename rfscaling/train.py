@@ -155,18 +155,16 @@ def _make_dynamics(spec: TrainSpec, data):
     """The integrator of ``spec``. An explicit ``dt`` at or above the Euler stability bound
     2/lambda_max(H) is a ConfigError on ``dynamics.dt`` (the exact integrator has no bound).
 
-    One Gram product and one eigendecomposition per dataset: the exact integrator takes
-    lambda_max from its own eigendecomposition; Euler reuses the Gram matrix of the default step
-    for its cheaper step forms. Only ``integrator=auto`` that ends up exact pays for eigenvalues
-    (to count the Euler steps) and then eigenvectors."""
+    At most one eigendecomposition per dataset: lambda_max (hence the default dt, the same for
+    every integrator) comes from Lanczos on the design-dtype Gram matrix, which Euler then steps
+    with; the exact integrator adds its one ``eigh``."""
     if spec.dynamics == "bayes":
         return PosteriorDynamics(data, spec.params)
     wd = spec.params.weight_decay
     integrator, gram = spec.integrator, None
-    if integrator == "exact":
-        eig = HessianEigen.of(data.features, wd)
-        dt = float(spec.dt) if spec.dt is not None else 1.0 / float(eig.h.max())
-        return ExactDynamics(data, spec.params, dt=dt, eig=eig)
+    if integrator == "exact":  # the same dt (time grid) as Euler and auto would take
+        dt = float(spec.dt) if spec.dt is not None else 1.0 / float(hessian_top_eigenvalue(data.features, wd).max())
+        return ExactDynamics(data, spec.params, dt=dt, eig=HessianEigen.of(data.features, wd))
     gram = design_gram(data.features)
     lam_max = float(hessian_top_eigenvalue(data.features, wd, gram=gram).max())
     dt = float(spec.dt) if spec.dt is not None else 1.0 / lam_max

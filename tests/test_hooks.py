@@ -631,3 +631,60 @@ def test_tensorboard_writer_process_imports_neither_torch_nor_rfscaling(tmp_path
     assert [e.step for e in acc.Scalars("E_g/empirical")] == [int(s.index) for s in snaps]
     assert len(acc.Images("modes/error")) == len(snaps)
     assert [e.value for e in acc.Scalars("hparam/E_g_final")] == [0.5]
+
+
+@pytest.mark.parametrize("when", ["on_start", "on_end"])
+def test_a_failing_hook_does_not_leave_the_tensorboard_writer_running(tmp_path, when):
+    """When another hook raises in on_start or on_end, simulate still closes the TensorBoard hook:
+    its writer process has exited and what was sent is on disk."""
+    from rfscaling.data import ProblemSpec, make_problem
+    from rfscaling.hooks import RunInfo
+
+    data = make_problem(ProblemSpec(P=16, N=64, datasets=2, replicas=2)).data
+    dyn = EulerDynamics(data, DynamicsParams())
+
+    class Failing:
+        def on_start(self, info):
+            if when == "on_start":
+                raise OSError("disk full")
+
+        def on_eval(self, snapshot):
+            return None
+
+        def on_end(self, summary):
+            raise OSError("disk full")
+
+    tb = TensorBoardHook(tmp_path / "tb")
+    steps = np.array([0, 10, 100])
+    info = RunInfo(eigenvalues=data.eigenvalues.double().numpy(), eval_times=steps * dyn.dt, eval_steps=steps,
+                   dt=dyn.dt, n_datasets=2, n_replicas=2, n_samples=16, hparams={}, theory=None, start_index=0)
+    with pytest.raises(OSError, match="disk full"):
+        simulate(dyn, dyn.init(make_generator(0, "dyn")), info, [tb, Failing()], target_weights=data.target_weights,
+                 eigenvalues=data.eigenvalues, progress=False)
+    assert tb._proc is None or tb._proc.poll() is not None  # closed, not left running
+    if when == "on_end":
+        assert [e.step for e in _tb_events(tmp_path / "tb").Scalars("E_g/empirical")] == [0, 1, 2]
+
+
+def test_tensorboard_queue_is_bounded(tmp_path, monkeypatch):
+    """A writer that falls behind holds the training thread back instead of queueing without
+    bound: with queue_size 3 and a child that cannot start yet, the queue never exceeds 3."""
+    import threading
+
+    info, snaps = _tb_snapshots()
+    monkeypatch.setattr(TensorBoardHook, "queue_size", 3)
+    tb = TensorBoardHook(tmp_path / "tb")
+    tb.on_start(info)
+    sizes = []
+
+    def produce():
+        for s in snaps:
+            tb.on_eval(s)
+            sizes.append(tb._queue.qsize())
+
+    t = threading.Thread(target=produce)
+    t.start()
+    t.join(60)
+    tb.close()
+    assert not t.is_alive() and len(sizes) == len(snaps) and max(sizes) <= 3
+    assert len(_tb_events(tmp_path / "tb").Images("modes/error")) == len(snaps)

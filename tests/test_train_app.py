@@ -152,3 +152,14 @@ def test_one_eigendecomposition_per_run(tmp_path, monkeypatch, integrator, n_eig
     s = train(spec, tmp_path)
     assert s["integrator"] == ("exact" if integrator == "auto" else integrator)
     assert calls == {"eigh": n_eigh, "eigvalsh": n_eigvalsh}, calls
+
+
+def test_finished_run_rebuilt_from_its_checkpoint_reports_the_same_final_numbers(tmp_path):
+    """Re-running a finished run (skip_completed=False) rebuilds the final snapshot from the last
+    checkpoint: its summary must equal the first run's to the last digit (float32, kernel form)."""
+    spec = TrainSpec(problem=ProblemSpec(P=32, N=128, datasets=2, replicas=2), params=DynamicsParams(),
+                     t_max=50.0, n_evals=8, theory=False,
+                     hooks=HookSpec(tensorboard=False, progress=False, early_stopping=False, checkpoint=True))
+    a = train(spec, tmp_path)
+    b = train(spec, tmp_path, skip_completed=False)
+    assert a["final"] == b["final"]

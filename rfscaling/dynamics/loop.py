@@ -32,7 +32,6 @@ def make_snapshot(index: int, state: State, dynamics, target_weights: torch.Tens
                   theory: Optional[TheoryCurve], error_offset: float = 0.0, *, constants_owned: bool = False) -> Snapshot:
     """``constants_owned``: ``target_weights`` and ``eigenvalues`` are private copies that nobody
     modifies (``simulate`` copies them once per run instead of once per evaluation)."""
-    train_error = dynamics.train_errors(state.weights).detach()  # before the copy: may reuse a cached residual
     w = state.weights.detach().clone()
     if not constants_owned:
         target_weights, eigenvalues = target_weights.detach().clone(), eigenvalues.detach().clone()
@@ -43,7 +42,7 @@ def make_snapshot(index: int, state: State, dynamics, target_weights: torch.Tens
         weights=w,
         target_weights=target_weights,
         eigenvalues=eigenvalues,
-        train_error=train_error,
+        train_error=dynamics.train_errors(w).detach(),
         theory=theory.at(index) if theory is not None else None,
         rng_state=state.generator.get_state(),  # already a copy
         error_offset=float(error_offset),
@@ -101,8 +100,12 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     if chunk is None:
         chunk = max(1, total // 20)  # progress every 5 %; few calls, as the kernel form re-anchors per call
     target_weights, eigenvalues = target_weights.detach().clone(), eigenvalues.detach().clone()
-    for h in hooks:
-        h.on_start(info)
+    try:
+        for h in hooks:
+            h.on_start(info)
+    except BaseException:  # e.g. a later hook cannot create its folder: stop the ones started
+        _close(hooks)
+        raise
     t0 = _time.perf_counter()
     reason, completed, resumable = "completed", True, False
     snap = None
@@ -150,6 +153,10 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     summary = RunSummary(final=snap, stop_reason=reason, wall_time_s=wall,
                          compute_macs=int(dynamics.macs_per_step()) * int(snap.step), completed=completed,
                          resumable=resumable, divergence=divergence)
-    for h in hooks:
-        h.on_end(summary)
+    try:
+        for h in hooks:
+            h.on_end(summary)
+    except BaseException:  # the hooks after the failing one still flush and close
+        _close(hooks)
+        raise
     return state, summary

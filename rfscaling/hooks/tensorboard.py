@@ -76,6 +76,8 @@ def _hparam_value(v: Any):
 
 
 class TensorBoardHook:
+    queue_size = 64  # messages the writer may fall behind before on_eval waits (bounded memory)
+
     def __init__(self, log_dir: str | os.PathLike, hparams: Mapping[str, Any] | None = None,
                  image_every: int = 1, extra_metrics: Optional[callable] = None) -> None:
         self.log_dir = str(log_dir)
@@ -108,12 +110,12 @@ class TensorBoardHook:
         try:
             self._proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, os.path.abspath(_tb_writer.__file__)],
                                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                          env=env)
+                                          env=env, start_new_session=True)  # Ctrl-C is for the parent
         except BaseException:
             self._stderr.close()
             self._stderr = None
             raise
-        self._queue = queue.Queue()
+        self._queue = queue.Queue(maxsize=self.queue_size)
         self._queue.put(("start", {"log_dir": os.path.abspath(self.log_dir), "purge_step": purge,
                                    "theory_modes": th}))
         self._feeder = threading.Thread(target=self._feed, args=(self._queue, self._proc.stdin), daemon=True,
@@ -146,7 +148,7 @@ class TensorBoardHook:
         if math.isfinite(snapshot.time):
             scalars.append(("time", float(snapshot.time)))
         image = _ImageData.of(snapshot) if i % self.image_every == 0 else None
-        self._queue.put(("eval", _Eval(i, tuple(scalars), image)))
+        self._put(("eval", _Eval(i, tuple(scalars), image)))
         return None
 
     def on_end(self, summary: RunSummary) -> None:
@@ -160,7 +162,7 @@ class TensorBoardHook:
                                 if v is not None and isinstance(v, (int, float)) and math.isfinite(v)})
             metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
             if self.hparams and not self._stop_sent:
-                self._queue.put(("hparams", _HParams(dict(self.hparams), metrics)))
+                self._put(("hparams", _HParams(dict(self.hparams), metrics)))
         except BaseException:
             with contextlib.suppress(Exception):
                 self.close()
@@ -201,7 +203,7 @@ class TensorBoardHook:
         if proc is None:
             return None
         if not self._stop_sent:
-            self._queue.put(_STOP)
+            self._put(_STOP)
             self._stop_sent = True
         self._feeder.join()
         with contextlib.suppress(OSError, ValueError):  # BrokenPipeError: the child has exited
@@ -234,6 +236,17 @@ class TensorBoardHook:
         else:
             why = f"exit status {returncode}" + (" (exited before being told to stop)" if returncode == 0 else "")
         return f"TensorBoardHook({self.log_dir}): the writer process failed: {why}"
+
+    def _put(self, item) -> None:
+        """Queue ``item``; waits while the writer is ``queue_size`` messages behind (back-pressure
+        instead of unbounded memory), never on a feeder that has stopped."""
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._feeder is None or not self._feeder.is_alive():
+                    return  # nothing drains the queue any more; close() reports the failure
 
     def _feed(self, q: queue.Queue, pipe: BinaryIO) -> None:
         """Feeder thread: pickle queued messages into the child's stdin until the stop sentinel.
