@@ -26,11 +26,13 @@ import numpy as np
 
 from analysis.common import (
     fmt,
+    load_successful,
     output_dir,
     parser,
     resolve_sweep,
     save_figure,
     setup_matplotlib,
+    successful,
     write_results,
     write_table,
 )
@@ -59,7 +61,7 @@ def hook_optimum(runs, by):
     and E_g there (mean +- SE), plus the grid spacing at the stop (log ratio of neighbouring evals)."""
     import pandas as pd
 
-    ok = runs[runs["status"].isin(["ok", "skipped"])].copy()
+    ok = successful(runs).copy()
     ok["log_es_time"] = np.log(pd.to_numeric(ok["early_stopping.stopping_time"], errors="coerce"))
     rows = []
     for key, g in ok.groupby(by, sort=True):
@@ -89,13 +91,10 @@ def grid_log_spacing(times: np.ndarray, t: float) -> float:
 def analyze(sweep_dir: Path, out: Optional[Path] = None, dpi: int = 200, plot: bool = True) -> dict:
     import pandas as pd
 
-    from rfscaling.studies.runs import condition_keys, curve_average, load_curves, load_runs
+    from rfscaling.studies.runs import condition_keys, curve_average, load_curves
     from rfscaling.studies.theory import condition, curve, optimal_stop
 
-    runs = load_runs(sweep_dir)
-    ok = runs[runs["status"].isin(["ok", "skipped"])]
-    if ok.empty:
-        raise SystemExit(f"error: {sweep_dir}: no successful runs")
+    runs, ok = load_successful(sweep_dir)
     by = [k for k in ("dynamics.name", "dynamics.weight_decay", "dynamics.temperature") if k in ok]
     by += [k for k in condition_keys(runs) if k not in by]
     curves = load_curves(runs)

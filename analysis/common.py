@@ -47,6 +47,22 @@ def resolve_sweep(study: str, sweep_dir: Optional[Path]) -> Path:
     return cands[-1]
 
 
+def successful(runs):
+    """The rows of a run table (``rfscaling.studies.runs.load_runs``) whose job finished."""
+    return runs[runs["status"].isin(["ok", "skipped"])]
+
+
+def load_successful(sweep_dir: Path):
+    """(all runs, finished runs) of a sweep; exits with one line when none finished."""
+    from rfscaling.studies.runs import load_runs
+
+    runs = load_runs(sweep_dir)
+    ok = successful(runs)
+    if ok.empty:
+        raise SystemExit(f"error: {sweep_dir}: no successful runs")
+    return runs, ok
+
+
 def output_dir(sweep_dir: Path, out: Optional[Path]) -> Path:
     d = Path(out) if out is not None else Path(sweep_dir) / "analysis"
     d.mkdir(parents=True, exist_ok=True)

@@ -34,12 +34,14 @@ import numpy as np
 from analysis.common import (
     colors,
     fmt,
+    load_successful,
     output_dir,
     parser,
     plain_log_ticks,
     resolve_sweep,
     save_figure,
     setup_matplotlib,
+    successful,
     write_results,
     write_table,
 )
@@ -88,7 +90,7 @@ def table(runs) -> "pd.DataFrame":  # noqa: F821
 
     from rfscaling.studies.theory import condition, flat_window, optimal_stop
 
-    ok = runs[runs["status"].isin(["ok", "skipped"])].copy()
+    ok = successful(runs).copy()
     ok["_lt"] = np.log(pd.to_numeric(ok["early_stopping.stopping_time"], errors="coerce"))
     rows = []
     for key, g in ok.groupby(BY, sort=True):
@@ -134,7 +136,7 @@ def exponents(tab, runs) -> "pd.DataFrame":  # noqa: F821
 
     from rfscaling.theory.scaling import fit_power_law, predicted_exponents
 
-    ok = runs[runs["status"].isin(["ok", "skipped"])]
+    ok = successful(runs)
     a, b = float(ok["data.alpha"].iloc[0]), float(ok["data.beta"].iloc[0])
     laws = {L.y: L for L in predicted_exponents(a, b, "early_stopping")}
     rows = []
@@ -163,12 +165,8 @@ def exponents(tab, runs) -> "pd.DataFrame":  # noqa: F821
 
 
 def analyze(sweep_dir: Path, out: Optional[Path] = None, dpi: int = 200, plot: bool = True) -> dict:
-    from rfscaling.studies.runs import load_runs
 
-    runs = load_runs(sweep_dir)
-    ok = runs[runs["status"].isin(["ok", "skipped"])]
-    if ok.empty:
-        raise SystemExit(f"error: {sweep_dir}: no successful runs")
+    runs, ok = load_successful(sweep_dir)
     out_dir = output_dir(sweep_dir, out)
     tab = table(runs)
     write_table(tab, out_dir, "early_stopping",

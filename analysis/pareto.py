@@ -35,6 +35,7 @@ import numpy as np
 from analysis.common import (
     colors,
     fmt,
+    load_successful,
     output_dir,
     parser,
     resolve_sweep,
@@ -150,12 +151,9 @@ def reference_frontier(ok, pts):
 
 def analyze(sweep_dir: Path, out: Optional[Path] = None, dpi: int = 200, plot: bool = True, reference: bool = True,
             tolerance: float = TOLERANCE) -> dict:
-    from rfscaling.studies.runs import load_curves, load_runs
+    from rfscaling.studies.runs import load_curves
 
-    runs = load_runs(sweep_dir)
-    ok = runs[runs["status"].isin(["ok", "skipped"])]
-    if ok.empty:
-        raise SystemExit(f"error: {sweep_dir}: no successful runs")
+    runs, ok = load_successful(sweep_dir)
     out_dir = output_dir(sweep_dir, out)
     pts = points(runs, load_curves(runs))
     pts.attrs.update(alpha=float(ok["data.alpha"].iloc[0]), beta=float(ok["data.beta"].iloc[0]))

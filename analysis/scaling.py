@@ -32,6 +32,7 @@ import numpy as np
 from analysis.common import (
     colors,
     fmt,
+    load_successful,
     output_dir,
     parser,
     plain_log_ticks,
@@ -75,13 +76,10 @@ def analyze(sweep_dir: Path, out: Optional[Path] = None, dpi: int = 200, plot: b
             tolerance: float = TOLERANCE) -> dict:
     import pandas as pd
 
-    from rfscaling.studies.runs import curve_average, load_curves, load_runs
+    from rfscaling.studies.runs import curve_average, load_curves
     from rfscaling.theory.scaling import predicted_exponents
 
-    runs = load_runs(sweep_dir)
-    ok = runs[runs["status"].isin(["ok", "skipped"])]
-    if ok.empty:
-        raise SystemExit(f"error: {sweep_dir}: no successful runs")
+    runs, ok = load_successful(sweep_dir)
     out_dir = output_dir(sweep_dir, out)
     a, b = float(ok["data.alpha"].iloc[0]), float(ok["data.beta"].iloc[0])
     fin = _final(runs)
