@@ -37,12 +37,14 @@ from rfscaling.data import (
     sample_eigen_ensemble,
 )
 from rfscaling.dynamics import (
+    advance_calls,
     DynamicsParams,
     EulerDynamics,
     ExactDynamics,
     exact_moments,
 )
 from rfscaling.dynamics.exact import HessianEigen
+from rfscaling.hooks import log_spaced_steps
 
 INF = float("inf")
 
@@ -199,10 +201,32 @@ def _plain_bmm(dyn: EulerDynamics, steps: int):
     return run
 
 
-def bench_throughput(N: int, P: int, D: int, R: int, dtype, steps: int, rounds: int, device, naive=True) -> dict:
+def _whole_run(dyn: EulerDynamics, calls: list[int], gen, device) -> tuple[float, float, torch.Tensor]:
+    """One run of ``calls`` with the stride ``plan`` picks, its propagators built from scratch:
+    (stride setup s, total s, final weights)."""
+    dyn.set_stride(1)  # drop earlier propagators: building them is part of the run
+    _sync(device)
+    t0 = time.perf_counter()
+    dyn.plan(calls)
+    _sync(device)
+    t_setup = time.perf_counter() - t0
+    st = dyn.init(gen)
+    for n in calls:
+        st = dyn.advance(st, n)
+    _sync(device)
+    return t_setup, time.perf_counter() - t0, st.weights
+
+
+def bench_throughput(N: int, P: int, D: int, R: int, dtype, steps: int, rounds: int, device, naive=True,
+                     run_steps: int | None = None, run_rounds: int = 1) -> dict:
     """Seed-steps/s of ``EulerDynamics.advance`` (its automatic step form, with the Gram matrix
     that the default step computes anyway) against the naive per-seed loop and against the
-    plain features form, FLOP/s against plain bmm of the form's shapes, and the one-off setup."""
+    plain features form, FLOP/s against plain bmm of the form's shapes, and the one-off setup.
+
+    ``run_steps``: also time a whole run of that many steps with the default schedule (40
+    log-spaced evaluations, progress chunks), strided as ``simulate`` plans it, propagator setup
+    included; its seed-steps/s against the naive loop's (which has no setup: its per-step rate
+    holds at any length)."""
     from rfscaling.dynamics import design_gram, hessian_top_eigenvalue
 
     task = power_law_eigen_task(N, 1.0, 1.0, label_noise=0.1, teacher="random")
@@ -248,6 +272,31 @@ def bench_throughput(N: int, P: int, D: int, R: int, dtype, steps: int, rounds: 
     }
     saved = (best["features"] - best["ensemble"]) / steps
     res["setup_break_even_steps_vs_features"] = t_setup / saved if saved > 0 else None
+    if run_steps:
+        calls = advance_calls(log_spaced_steps(run_steps, 40))
+        run_dyn = EulerDynamics(data, params, lambda_max=lam, gram=gram)
+        best_run = None
+        for _ in range(run_rounds):
+            t_stride, t_run, w_run = _whole_run(run_dyn, calls, gen, device)
+            if best_run is None or t_run < best_run[1]:
+                best_run = (t_stride, t_run)
+        s = run_dyn.stride
+        # accuracy of the propagator against one product per step, over 2 s + 3 steps
+        check = EulerDynamics(data, params, lambda_max=lam, gram=gram)
+        n_chk = 2 * s + 3
+        w_one = check.advance(check.init(gen), n_chk).weights
+        check.set_stride(s)
+        w_str = check.advance(check.init(gen), n_chk).weights
+        res.update({
+            "run_steps": run_steps, "run_calls": len(calls), "run_stride": s,
+            "run_products": sum(n // s + n % s for n in calls) if s > 1 else run_steps,
+            "run_s": best_run[1], "run_stride_setup_s": best_run[0],
+            "run_seed_steps_per_s": members * run_steps / best_run[1],
+            "run_speedup_over_one_product_per_step": (run_steps * best["ensemble"] / steps) / best_run[1],
+            "weights_rel_diff_strided_vs_stepwise": _rel(w_str, w_one),
+        })
+        if naive:
+            res["run_speedup_vs_naive"] = res["run_seed_steps_per_s"] / res["naive_seed_steps_per_s"]
     if naive:
         res.update({
             "naive_s": best["naive"], "naive_seed_steps_per_s": members * steps / best["naive"],
@@ -387,20 +436,19 @@ def _compose(overrides: list[str]):
 def _pure_training(spec):
     """A closure that runs the default run's training alone: the same problem, integrator and
     ``advance`` calls as ``simulate`` (evaluation steps, chunks of total // 20), no evaluations."""
-    from rfscaling.hooks import log_spaced_steps
     from rfscaling.train import _make_dynamics
 
     data = make_problem(spec.problem).data
     dyn = _make_dynamics(spec, data)
     n_steps = max(1, int(math.ceil(spec.t_max / dyn.dt - 1e-9)))
-    steps = log_spaced_steps(n_steps, spec.n_evals)
-    chunk = max(1, int(steps[-1]) // 20)
+    calls = advance_calls(log_spaced_steps(n_steps, spec.n_evals))
+    if isinstance(dyn, EulerDynamics):
+        dyn.plan(calls)  # as simulate does
 
     def run():
         st = dyn.init(make_generator(0, "dyn", device=data.features.device))
-        for target in steps:
-            while st.step < target:
-                st = dyn.advance(st, min(int(target) - st.step, chunk - st.step % chunk))
+        for n in calls:
+            st = dyn.advance(st, n)
         return st
 
     return run, dyn

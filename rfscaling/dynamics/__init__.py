@@ -7,6 +7,7 @@ from rfscaling.dynamics.euler import (
     EulerDynamics,
     State,
     choose_form,
+    choose_stride,
     design_gram,
     hessian_top_eigenvalue,
     stable_step_size,
@@ -20,10 +21,12 @@ from rfscaling.dynamics.exact import (
     flow_factor,
     posterior_sample,
 )
-from rfscaling.dynamics.loop import make_snapshot, simulate
+from rfscaling.dynamics.loop import advance_calls, make_snapshot, simulate
 
 __all__ = [
     "FORMS",
+    "advance_calls",
+    "choose_stride",
     "DynamicsParams",
     "EulerDynamics",
     "ExactDynamics",

@@ -29,6 +29,16 @@ The Gram matrix (``K`` or ``H0``, the smaller one) is the one ``hessian_top_eige
 for the default step, so a caller that passes it (``gram=``) pays for it once. When the
 ensemble is noise-free, ``advance`` runs blocks of datasets one after the other for all its
 steps, so that each block's matrices stay in cache (datasets are independent; same results).
+
+Strided stepping (noise-free ``kernel`` and ``hessian`` forms). In both forms one step is an
+affine map ``z <- z M + f`` of the form's coordinates ``z`` (``a`` or ``w``) with a fixed
+symmetric ``M = (1 - dt wd) I - dt G`` (G the Gram). ``s`` steps are then one product with the
+precomputed propagator ``M^s`` (log2 s squarings) plus the summed forcing, so a run does
+``n // s + n % s`` products per ``advance(n)`` instead of ``n``. These are still the Euler
+iterates (not the flow's closed form), equal up to rounding (~log2(s) eps relative). ``plan``
+picks ``s`` from the run's advance calls by cost; ``set_stride`` sets it. With weight decay the
+kernel form's forcing decays as ``c_k = (1 - dt wd)^k``; over ``s`` steps it sums to
+``e0 T_s`` with ``T_s = sum_j (1 - dt wd)^j M^(s-1-j)``, doubled alongside ``M^s``.
 """
 
 from __future__ import annotations
@@ -41,8 +51,8 @@ import torch
 from rfscaling.data.ensemble import EnsembleData
 from rfscaling.dynamics.spectral import top_eigenvalue
 
-__all__ = ["DynamicsParams", "State", "EulerDynamics", "FORMS", "choose_form", "design_gram", "hessian_top_eigenvalue",
-           "stable_step_size"]
+__all__ = ["DynamicsParams", "State", "EulerDynamics", "FORMS", "choose_form", "choose_stride", "design_gram",
+           "hessian_top_eigenvalue", "stable_step_size"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,53 @@ def choose_form(n_samples: int, n_modes: int, temperature: float, have_gram: boo
     return min(costs, key=costs.get)
 
 
+# Largest stride considered, and the extra memory the propagators may take (bytes).
+MAX_STRIDE = 4096
+_STRIDE_MAX_BYTES = 4 * 2**30
+# A step's (R x m) @ (m x m) product reads every matrix element for only R multiply-adds, so its
+# rate is bounded by memory bandwidth; a squaring is compute bound. Multiply-adds a core does
+# per element it streams from memory: ~16 on the 2-core CPU of docs/performance.md (a square
+# GEMM ran 2.7x faster per multiply-add than R = 8 products at m = 2048); more on a GPU.
+_MACS_PER_STREAMED_ELEMENT = 16.0
+
+
+def _gemm_rate_over_step(columns: int) -> float:
+    """Multiply-adds per second of a squaring relative to a step product with ``columns``."""
+    return max(1.5, _MACS_PER_STREAMED_ELEMENT / max(1, columns))
+
+
+def _call_products(lengths, s: int, per_call: int) -> int:
+    """Matrix products of the steps for advance calls of ``lengths`` at stride ``s``."""
+    if s == 1:
+        return sum(lengths)
+    return sum(n // s + n % s + (per_call if n >= s else 0) for n in lengths)
+
+
+def choose_stride(call_lengths, gram_size: int, columns: int, form: str, max_stride: int = MAX_STRIDE) -> int:
+    """The stride (a power of two) that minimises the estimated cost of a run that makes
+    ``advance`` calls of ``call_lengths`` steps with a ``gram_size`` x ``gram_size`` step matrix
+    and ``columns`` weight vectors per dataset: setup (log2 s squarings, twice as many in the
+    kernel form, plus s steps of the forcing) plus ``n // s + n % s`` products per call (the kernel
+    form adds one per call for its anchor). 1 for the features form."""
+    lengths = [int(n) for n in call_lengths if int(n) > 0]
+    if form not in ("kernel", "hessian") or not lengths:
+        return 1
+    m, R = int(gram_size), max(1, int(columns))
+    step = float(m) * m * R  # multiply-adds of one product per dataset
+    gemm = float(m) ** 3 / _gemm_rate_over_step(R)  # one squaring, in step-product units of cost
+    per_level = 2 if form == "kernel" else 1
+    per_call = 1 if form == "kernel" else 0
+    best, best_cost = 1, step * sum(lengths)
+    s = 2
+    while s <= min(max_stride, max(lengths)):
+        levels = s.bit_length() - 1
+        cost = levels * per_level * gemm + step * (s + _call_products(lengths, s, per_call))
+        if cost < best_cost:
+            best, best_cost = s, cost
+        s *= 2
+    return best
+
+
 def init_weights(shape, params: DynamicsParams, generator: torch.Generator, dtype, device) -> torch.Tensor:
     w = torch.zeros(shape, dtype=dtype, device=device)
     if params.init_variance > 0:
@@ -191,6 +248,57 @@ class EulerDynamics(EnsembleReadout):
         D = data.n_datasets
         on_cpu = self._X.device.type == "cpu"  # a GPU wants the whole batch in one kernel
         self._block = D if self._noise > 0 or not on_cpu else max(1, min(D, _BLOCK_BYTES // max(per_dataset, 1)))
+        self.stride = 1
+        self._power = self._sum_matrix = self._forcing = None
+
+    # -- strided stepping (see the module docstring) ------------------------------------------
+
+    def plan(self, call_lengths) -> int:
+        """Choose and set the stride for a run that makes ``advance`` calls of these lengths
+        (the whole run from step 0, so that a resumed run computes the same iterates); returns
+        it. Stays 1 where striding does not apply (features form, Langevin noise) or does not
+        pay, or when the propagators would need more than 4 GiB."""
+        if self.form not in ("kernel", "hessian") or self._noise > 0:
+            return self.set_stride(1)
+        d = self.data
+        m = d.n_samples if self.form == "kernel" else d.n_modes
+        matrices = 2 if self.form == "kernel" else 1
+        if matrices * d.n_datasets * m * m * self._X.element_size() > _STRIDE_MAX_BYTES:
+            return self.set_stride(1)
+        return self.set_stride(choose_stride(call_lengths, m, d.n_replicas, self.form))
+
+    def set_stride(self, stride: int) -> int:
+        """Step ``stride`` Euler steps per product from now on (1: one product per step)."""
+        s = int(stride)
+        if s < 1 or s & (s - 1):
+            raise ValueError(f"stride={stride}: must be a power of two >= 1")
+        if s > 1 and (self.form not in ("kernel", "hessian") or self._noise > 0):
+            raise ValueError(f"stride={s}: needs the kernel or hessian form without noise (form={self.form!r}, "
+                             f"temperature={self.params.temperature})")
+        if s == self.stride:
+            return s
+        self.stride, self._power, self._sum_matrix, self._forcing = s, None, None, None
+        if s == 1:
+            return s
+        G, decay, dt = self._gram, self._decay, self.dt
+        eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+        power = torch.add(decay * eye, G, alpha=-dt)  # M, (D, m, m)
+        weighted = self.form == "kernel"  # the anchor's forcing needs T_s (= S_s without decay)
+        T = eye.expand_as(G).clone() if weighted else None  # T_1 = I
+        k = 1
+        while k < s:  # M^(2k) = M^k M^k;  T_2k = T_k M^k + decay^k T_k
+            if weighted:
+                T = torch.baddbmm(T, T, power, beta=decay**k)
+            power = torch.bmm(power, power)
+            k *= 2
+        self._power, self._sum_matrix = power, T
+        # the forcing summed over s steps, from s plain steps started at zero (no anchor term)
+        if self.form == "hessian":
+            self._forcing = self._run("hessian", slice(None), torch.zeros_like(self._b), s, None, stride=1)
+        else:
+            self._forcing = self._kernel_steps(self._gram, torch.zeros_like(self.data.labels), None,
+                                               self.data.labels, s)
+        return s
 
     def init(self, generator: torch.Generator) -> State:
         D, R = self.data.n_datasets, self.data.n_replicas
@@ -219,33 +327,56 @@ class EulerDynamics(EnsembleReadout):
         m = state.step + n
         return State(w, m, m * self.dt, state.generator)
 
-    def _run(self, form: str, ds: slice, w: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    def _kernel_steps(self, K: torch.Tensor, a: torch.Tensor, e: torch.Tensor | None, y: torch.Tensor, n: int,
+                      c: float = 1.0) -> torch.Tensor:
+        """``n`` kernel-form steps ``a <- decay a - dt (c_k e + K a - y)``, ``c_k = c decay^k``
+        (``e = X w0``; None: no anchor term). Returns ``a`` (d, R, P)."""
+        dt, decay = self.dt, self._decay
+        if decay == 1.0:  # gradient flow: c stays 1
+            f = -y if e is None else e - y
+            for _ in range(n):
+                a.sub_(torch.baddbmm(f, a, K), alpha=dt)  # r = X w - y = X w0 - y + K a
+            return a
+        for _ in range(n):
+            f = -y if e is None else torch.add(-y, e, alpha=c)
+            r = torch.baddbmm(f, a, K)  # X w - y
+            a = torch.add(r, a, alpha=-decay / dt).mul_(-dt)  # decay a - dt r
+            c *= decay
+        return a
+
+    def _run(self, form: str, ds: slice, w: torch.Tensor, n: int, gen: torch.Generator | None,
+             stride: int | None = None) -> torch.Tensor:
         """``n`` steps of the datasets ``ds`` whose weights are ``w`` (d, R, N)."""
         dt, decay = self.dt, self._decay
+        s = self.stride if stride is None else stride
+        q, n_rest = divmod(n, s) if s > 1 else (0, n)
         X, Xt, y = self._X[ds], self._Xt[ds], self.data.labels[ds]
         if form == "kernel":
             K = self._gram[ds]  # (d, P, P), symmetric: a K = (K a^T)^T
             a = torch.zeros_like(y)  # (d, R, P); w = c w0 + X^T a
             e = torch.bmm(w, Xt)  # X w0, (d, R, P)
             c = 1.0
-            if decay == 1.0:  # gradient flow: c stays 1
-                e = e - y
-                for _ in range(n):
-                    a.sub_(torch.baddbmm(e, a, K), alpha=dt)  # r = X w - y = X w0 - y + K a
-                return torch.baddbmm(w, a, X)
-            for _ in range(n):
-                r = torch.baddbmm(torch.add(-y, e, alpha=c), a, K)  # X w - y
-                a = torch.add(r, a, alpha=-decay / dt).mul_(-dt)  # decay a - dt r
-                c *= decay
-            return torch.baddbmm(w, a, X, beta=c)
+            if q:  # a <- a M^s + dt y S_s - c dt e T_s, c <- c decay^s
+                Ms, ys = self._power[ds], self._forcing[ds]
+                g = torch.bmm(e, self._sum_matrix[ds]).mul_(-dt)  # - dt e T_s, once per call
+                cs = decay**s
+                for _ in range(q):
+                    a = torch.baddbmm(ys, a, Ms).add_(g, alpha=c)
+                    c *= cs
+            a = self._kernel_steps(K, a, e, y, n_rest, c)
+            return torch.baddbmm(w, a, X, beta=c * decay**n_rest)
         if form == "hessian":
             H, b = self._gram[ds], self._b[ds]
-            for _ in range(n):
+            if q:  # w <- w M^s + dt b S_s
+                Ms, fs = self._power[ds], self._forcing[ds]
+                for _ in range(q):
+                    w = torch.baddbmm(fs, w, Ms)
+            for _ in range(n_rest):
                 w = torch.baddbmm(w, w, H, beta=decay, alpha=-dt).add_(b, alpha=dt)
                 if self._noise > 0:
                     w.add_(torch.randn(w.shape, generator=gen, dtype=w.dtype, device=w.device), alpha=self._noise)
             return w
-        for _ in range(n):
+        for _ in range(n):  # features form (never strided)
             resid = torch.baddbmm(y, w, Xt, beta=-1.0)  # X w - y, (d, R, P)
             w = torch.baddbmm(w, resid, X, beta=decay, alpha=-dt)
             if self._noise > 0:

@@ -25,7 +25,26 @@ import torch
 from rfscaling.dynamics.euler import EulerDynamics, State
 from rfscaling.hooks.base import Divergence, RunInfo, RunSummary, Snapshot, TheoryCurve
 
-__all__ = ["simulate", "make_snapshot", "check_finite"]
+__all__ = ["simulate", "make_snapshot", "check_finite", "advance_calls"]
+
+
+def _default_chunk(total: int) -> int:
+    return max(1, total // 20)  # progress every 5 %; few calls, as the kernel form re-anchors per call
+
+
+def advance_calls(eval_steps, chunk: int | None = None) -> list[int]:
+    """The lengths of the ``advance`` calls ``simulate`` makes for a whole run (from step 0):
+    up to each evaluation step, split at absolute multiples of ``chunk``."""
+    steps = np.asarray(eval_steps, dtype=np.int64)
+    total = int(steps[-1]) if steps.size else 0
+    chunk = _default_chunk(total) if chunk is None else int(chunk)
+    calls, at = [], 0
+    for target in steps:
+        while at < target:
+            n = min(int(target) - at, chunk - at % chunk)
+            calls.append(n)
+            at += n
+    return calls
 
 
 def make_snapshot(index: int, state: State, dynamics, target_weights: torch.Tensor, eigenvalues: torch.Tensor,
@@ -90,7 +109,8 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     (its reason is recorded). A non-finite evaluation ends it with ``summary.divergence`` set
     (see the module docstring). ``chunk`` bounds the steps between progress-bar updates for
     stepwise (Euler) dynamics; chunk boundaries are absolute step multiples, so a resumed run
-    makes exactly the same calls.
+    makes exactly the same calls. Euler dynamics get ``plan(calls)`` for the whole run first
+    (strided stepping where it pays; see rfscaling/dynamics/euler.py).
     """
     from tqdm.auto import tqdm
 
@@ -98,7 +118,9 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     stepwise = isinstance(dynamics, EulerDynamics)
     total = int(steps[-1]) if steps.size else 0
     if chunk is None:
-        chunk = max(1, total // 20)  # progress every 5 %; few calls, as the kernel form re-anchors per call
+        chunk = _default_chunk(total)
+    if stepwise:  # the stride for the whole run (from step 0): a resumed run computes the same iterates
+        dynamics.plan(advance_calls(steps, chunk))
     target_weights, eigenvalues = target_weights.detach().clone(), eigenvalues.detach().clone()
     try:
         for h in hooks:
