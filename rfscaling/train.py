@@ -329,6 +329,9 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike, *, skip_completed: bool =
         "dynamics": spec.dynamics,
         "integrator": ("closed_form" if spec.dynamics == "bayes" else
                        "exact" if isinstance(dyn, ExactDynamics) else "euler"),
+        # how the Euler iterates were computed (rfscaling/dynamics/euler.py); same iterates either way
+        "euler_form": dyn.form if isinstance(dyn, EulerDynamics) else None,
+        "euler_stride": dyn.stride if isinstance(dyn, EulerDynamics) else None,
         "dt": _f(dyn.dt),
         "lambda_max": _f(getattr(dyn, "lambda_max", float("nan"))),
         "n_steps": int(eval_steps[-1]),

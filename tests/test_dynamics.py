@@ -303,7 +303,7 @@ def test_euler_strided_stepping_matches_the_recursion_over_long_runs(P, N, wd):
             assert err < tol, (dtype, s, err)
 
 
-def test_choose_stride_and_plan():
+def test_choose_stride_and_plan(monkeypatch):
     """The cost model: no stride for short calls or the features form, a long one for long calls;
     Langevin noise and non-powers of two are refused; ``plan`` uses the whole run's calls."""
     from rfscaling.dynamics import advance_calls, choose_stride
@@ -320,6 +320,8 @@ def test_choose_stride_and_plan():
     assert dyn.plan([5000]) > 1 and dyn.stride > 1
     with pytest.raises(ValueError, match="power of two"):
         dyn.set_stride(6)
+    monkeypatch.setattr("rfscaling.dynamics.euler._STRIDE_MAX_BYTES", 1)  # no memory for propagators
+    assert dyn.plan([5000]) == 1 and dyn._power is None
     noisy = EulerDynamics(data, DynamicsParams(temperature=0.1))
     assert noisy.plan([5000]) == 1
     with pytest.raises(ValueError, match="without noise"):

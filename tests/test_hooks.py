@@ -150,11 +150,13 @@ def test_early_stopping_records_optimum_and_halts_only_when_asked():
     assert rec.snaps[-1].time == pytest.approx(res["patience_exhausted_at_time"])
 
 
-def test_checkpoint_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("T", [0.02, 0.0])
+def test_checkpoint_resume_is_bit_identical(tmp_path, T):
     """Run A uninterrupted; run B stops after 5 evaluations (a resumable budget stop, i.e. a
-    'kill' after a checkpoint), then a fresh process-like setup resumes from the checkpoint.
-    Final weights, generator state and every recorded row are bit-identical (CPU)."""
-    _, data, dyn, info = _setup(T=0.02, n_steps=400, n_evals=15)
+    'kill' after a checkpoint), then a fresh process-like setup (a new integrator) resumes from
+    the checkpoint. Final weights, generator state and every recorded row are bit-identical
+    (CPU). Noise-free, the runs are strided (``simulate`` plans the stride for the whole run)."""
+    _, data, dyn, info = _setup(T=T, n_steps=400, n_evals=15)
     eig_a = EigenmodeHook()
     state_a, _ = _run(dyn, data, info, [eig_a])
 
@@ -173,8 +175,10 @@ def test_checkpoint_resume_is_bit_identical(tmp_path):
     state = State(ckpt["weights"], ckpt["step"], ckpt["time"], gen)
     info_c = dataclasses.replace(info, start_index=ckpt["index"] + 1)
     ck2 = CheckpointHook(tmp_path, every=2, stateful={"eigenmode": eig_c}, identity="run-x")
-    state_c, summary = _run(dyn, data, info_c, [eig_c, ck2], state=state)
+    fresh = EulerDynamics(data, dyn.params)
+    state_c, summary = _run(fresh, data, info_c, [eig_c, ck2], state=state)
     assert summary.completed
+    assert fresh.stride == dyn.stride and (fresh.stride > 1) == (T == 0)
     assert torch.equal(state_c.weights, state_a.weights)
     assert torch.equal(state_c.generator.get_state(), state_a.generator.get_state())
     assert eig_c.rows == eig_a.rows

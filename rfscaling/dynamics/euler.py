@@ -257,12 +257,12 @@ class EulerDynamics(EnsembleReadout):
         """Choose and set the stride for a run that makes ``advance`` calls of these lengths
         (the whole run from step 0, so that a resumed run computes the same iterates); returns
         it. Stays 1 where striding does not apply (features form, Langevin noise) or does not
-        pay, or when the propagators would need more than 4 GiB."""
+        pay, or when the propagators (and a squaring's output) would need more than 4 GiB."""
         if self.form not in ("kernel", "hessian") or self._noise > 0:
             return self.set_stride(1)
         d = self.data
         m = d.n_samples if self.form == "kernel" else d.n_modes
-        matrices = 2 if self.form == "kernel" else 1
+        matrices = 3 if self.form == "kernel" else 2  # the propagators and one squaring's output
         if matrices * d.n_datasets * m * m * self._X.element_size() > _STRIDE_MAX_BYTES:
             return self.set_stride(1)
         return self.set_stride(choose_stride(call_lengths, m, d.n_replicas, self.form))
