@@ -121,7 +121,8 @@ class ExactDynamics(EnsembleReadout):
         self.dt = float(dt)
         self.eig = eig if eig is not None else HessianEigen.of(data.features, params.weight_decay)
         # projections of b = X^T y on the H-eigenbasis: V^T X^T y, (D, R, r)
-        self._b = torch.bmm(torch.bmm(data.labels, data.features), self.eig.Vh.transpose(1, 2))
+        self._VhT = self.eig.Vh.transpose(1, 2)  # (D, N, r) view: a contiguous copy was 1.2x faster, 2x memory
+        self._b = torch.bmm(torch.bmm(data.labels, data.features), self._VhT)
         self._Xt = data.features.transpose(1, 2).contiguous()
 
     @property
@@ -137,28 +138,31 @@ class ExactDynamics(EnsembleReadout):
     def transition(self, weights: torch.Tensor, delta: float, generator: torch.Generator) -> torch.Tensor:
         """Exact OU transition of the weights (D, R, N) over time ``delta`` (may be inf)."""
         eig, T = self.eig, self.params.temperature
-        Vh = eig.Vh
+        Vh, VhT = eig.Vh, self._VhT
         h = eig.h[:, None, :]  # (D, 1, r)
-        a = torch.bmm(weights, Vh.transpose(1, 2))  # (D, R, r)
-        perp = weights - torch.bmm(a, Vh) if eig.has_null_space else None
-        a = _decay(h, delta) * a + flow_factor(h, delta) * self._b
+        a = torch.bmm(weights, VhT)  # row-space coordinates, (D, R, r)
+        a_new = _decay(h, delta) * a + flow_factor(h, delta) * self._b
         if T > 0:
             z = torch.randn(a.shape, generator=generator, dtype=a.dtype, device=a.device)
-            a = a + _langevin_var(h, delta, T).sqrt() * z
-        w = torch.bmm(a, Vh)
-        if perp is not None:
-            wd = torch.tensor(eig.weight_decay, dtype=w.dtype, device=w.device)
-            perp = _decay(wd, delta) * perp
-            if T > 0:
-                var0 = _langevin_var(wd, delta, T)
-                if not torch.isfinite(var0):
-                    raise ValueError("temperature > 0 with weight_decay = 0 has no stationary law on the "
-                                     "null space of X (P < N): use a finite time or weight_decay > 0")
-                z = torch.randn(w.shape, generator=generator, dtype=w.dtype, device=w.device)
-                z = z - torch.bmm(torch.bmm(z, Vh.transpose(1, 2)), Vh)
-                perp = perp + var0.sqrt() * z
-            w = w + perp
-        return w
+            a_new = a_new + _langevin_var(h, delta, T).sqrt() * z
+        if not eig.has_null_space:
+            return torch.bmm(a_new, Vh)
+        # w = a Vh + perp with perp = w - a Vh decaying at the weight-decay rate d0, so
+        # w_new = d0 w + (a_new - d0 a) Vh [+ s0 (z - (z Vh^T) Vh)]: two products, not three
+        wd = torch.tensor(eig.weight_decay, dtype=weights.dtype, device=weights.device)
+        d0 = _decay(wd, delta)
+        w = d0 * weights
+        coef = a_new - d0 * a
+        if T > 0:
+            var0 = _langevin_var(wd, delta, T)
+            if not torch.isfinite(var0):
+                raise ValueError("temperature > 0 with weight_decay = 0 has no stationary law on the "
+                                 "null space of X (P < N): use a finite time or weight_decay > 0")
+            z = torch.randn(weights.shape, generator=generator, dtype=weights.dtype, device=weights.device)
+            s0 = var0.sqrt()
+            w = w + s0 * z
+            coef = coef - s0 * torch.bmm(z, VhT)  # the noise's row-space part is not in perp
+        return torch.baddbmm(w, coef, Vh)
 
     def step(self, state: State) -> State:
         return self.advance(state, 1)
