@@ -223,6 +223,20 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike, *, skip_completed: bool =
         torch.set_num_threads(int(spec.threads))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    tb_hook = None
+    if spec.hooks.tensorboard:  # its writer process takes ~1 s to start: let that overlap the setup
+        tb_hook = TensorBoardHook(out / "tensorboard", spec.hparams, spec.hooks.image_every)
+        tb_hook.launch()
+    try:
+        return _run(spec, out, identity, t_start, tb_hook)
+    finally:
+        if tb_hook is not None:  # closed already unless the setup failed before the loop
+            with contextlib.suppress(Exception):
+                tb_hook.close()
+
+
+def _run(spec: TrainSpec, out: Path, identity: str, t_start: float, tb_hook: Optional[TensorBoardHook]) -> dict:
+    """The body of :func:`train` after the skip check: draw, set up, simulate, write."""
     ps = spec.problem
     hs = spec.hooks
     val_size = 0
@@ -261,10 +275,11 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike, *, skip_completed: bool =
         es_hook = EarlyStoppingHook(problem.validation, hs.patience, hs.halt)
         hooks.append(es_hook)
         stateful["early_stopping"] = es_hook
-    if hs.tensorboard:
-        hooks.append(TensorBoardHook(out / "tensorboard", spec.hparams, hs.image_every,
-                                     extra_metrics=(lambda: {k: v for k, v in es_hook.result().items()
-                                                             if k in ("E_g", "stopping_time")}) if es_hook else None))
+    if tb_hook is not None:
+        if es_hook is not None:  # final early-stopping figures in the hparams table
+            tb_hook.extra_metrics = lambda: {k: v for k, v in es_hook.result().items()
+                                             if k in ("E_g", "stopping_time")}
+        hooks.append(tb_hook)
     if hs.max_evals is not None or hs.max_wall_s is not None:
         hooks.append(BudgetHook(hs.max_evals, hs.max_wall_s))
     ckpt_dir = out / "checkpoints"

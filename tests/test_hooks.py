@@ -448,6 +448,32 @@ def test_tensorboard_close_is_idempotent_and_safe_before_start(tmp_path):
     assert len(_tb_events(tmp_path / "tb").Scalars("E_g/empirical")) == len(snaps)
 
 
+def test_tensorboard_launch_ahead_of_on_start(tmp_path):
+    """``launch`` starts the writer process early: closed without ``on_start`` it writes nothing
+    and exits cleanly; otherwise ``on_start`` uses that process (no second one) and the run's
+    events are all written; ``on_eval`` before ``on_start`` is refused either way."""
+    info, snaps = _tb_snapshots(n_evals=4)
+    tb = TensorBoardHook(tmp_path / "unused", hparams={"data.P": 20})
+    tb.launch()
+    proc = tb._proc
+    with pytest.raises(RuntimeError, match="before on_start"):
+        tb.on_eval(snaps[0])
+    tb.close()
+    assert proc.poll() == 0 and not (tmp_path / "unused").exists()
+
+    tb = TensorBoardHook(tmp_path / "tb", hparams={"data.P": 20})
+    tb.launch()
+    proc = tb._proc
+    tb.launch()  # idempotent
+    tb.on_start(info)
+    assert tb._proc is proc
+    for s in snaps:
+        tb.on_eval(s)
+    tb.on_end(_summary_of(snaps[-1]))
+    assert proc.poll() == 0 and not _tb_threads()
+    assert len(_tb_events(tmp_path / "tb").Scalars("E_g/empirical")) == len(snaps)
+
+
 def test_tensorboard_writer_ignores_sigint_and_flushes_at_eof(tmp_path):
     """A SIGINT (Ctrl-C reaches the whole foreground process group) does not kill the writer;
     if the parent dies without close(), the writer sees EOF on stdin and flushes."""

@@ -159,6 +159,30 @@ def test_unstable_dt_bound_is_the_largest_stable_step(tmp_path):
     assert s["completed"] and s["integrator"] == "exact"
 
 
+def test_tensorboard_writer_started_early_is_stopped_when_the_setup_fails(tmp_path, monkeypatch):
+    """train() launches the TensorBoard writer process before drawing the data (its start then
+    overlaps the setup); a ConfigError found after the draw still stops it, and it wrote nothing."""
+    from rfscaling.hooks import TensorBoardHook
+
+    launched = []
+    original = TensorBoardHook.launch
+
+    def launch(self):
+        launched.append(self)
+        original(self)
+        assert self._proc is not None and self._proc.poll() is None  # running during the setup
+
+    monkeypatch.setattr(TensorBoardHook, "launch", launch)
+    spec = replace(_spec(), dt=1.0, hooks=HookSpec(tensorboard=True, progress=False))
+    with pytest.raises(ConfigError, match="dynamics.dt"):
+        train(spec, tmp_path / "a")
+    (hook,) = launched
+    assert hook._proc is None  # closed and waited for
+    assert not list((tmp_path / "a").rglob("events.out.tfevents*"))
+    s = train(replace(spec, dt=None), tmp_path / "b")  # and a run that goes through writes events
+    assert s["completed"] and list((tmp_path / "b" / "tensorboard").glob("events.out.tfevents*"))
+
+
 @pytest.mark.parametrize("args, key", [
     (["dynamics=bayes", "dynamics.weight_decay=0"], "dynamics.weight_decay"),
     (["device=cuda"], "device"),

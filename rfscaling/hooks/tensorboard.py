@@ -15,7 +15,8 @@ The child runs :mod:`rfscaling.hooks._tb_writer` by file path and imports neithe
 ``rfscaling`` package: it writes the same events as ``torch.utils.tensorboard.SummaryWriter``
 did through tensorboard's own event-file writer, and is ready in about a second (~2.7 s with
 torch), which is what ``close`` waits for at the end of a short run.
-``on_start`` launches the child and returns at once (its imports run in parallel); ``on_eval``
+``on_start`` launches the child (or ``launch`` does, earlier) and returns at once (its imports
+run in parallel); ``on_eval``
 only copies a few floats and the per-mode arrays off the snapshot onto an in-process queue, and
 one feeder thread pickles them into the child's stdin (length-prefixed messages; a blocking pipe
 write releases the GIL). The child ignores SIGINT/SIGTERM (the parent decides) and flushes on
@@ -93,15 +94,32 @@ class TensorBoardHook:
         self._failure: Optional[str] = None  # the writer process's failure, once known
         self._feed_error: Optional[BaseException] = None  # a message that could not be pickled
         self._reported = False  # the failure was raised by on_eval already
+        self._started = False  # on_start has sent "start" to the running process
 
     # -- training thread -------------------------------------------------------------------
+    def launch(self) -> None:
+        """Start the writer process now, ahead of ``on_start``: its ~1 s of imports then overlap
+        the caller's setup (drawing data, the theory) instead of being waited for by ``close``
+        at the end of a short run. Writes nothing until ``on_start``; ``close`` stops it."""
+        if self._proc is None:
+            self._spawn()
+
     def on_start(self, info: RunInfo) -> None:
-        self.close()  # a previous run of this hook, if any
+        if self._started:
+            self.close()  # a previous run of this hook
         self.eigenvalues = np.asarray(info.eigenvalues)
         purge = info.start_index if info.start_index > 0 else None
         th = info.theory.mode_error if info.theory is not None else None
         th = None if th is None else np.array(th, copy=True)
         self._renderer = _Renderer(th)  # mode_image builds the same frame as the writer, lazily
+        if self._proc is None:
+            self._spawn()
+        self._started = True
+        self._queue.put(("start", {"log_dir": os.path.abspath(self.log_dir), "purge_step": purge,
+                                   "theory_modes": th}))
+
+    def _spawn(self) -> None:
+        """The writer process and its feeder thread; the first message it gets is "start"."""
         self._failure, self._feed_error, self._reported, self._stop_sent = None, None, False, False
         env = dict(os.environ)
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -116,15 +134,13 @@ class TensorBoardHook:
             self._stderr = None
             raise
         self._queue = queue.Queue(maxsize=self.queue_size)
-        self._queue.put(("start", {"log_dir": os.path.abspath(self.log_dir), "purge_step": purge,
-                                   "theory_modes": th}))
         self._feeder = threading.Thread(target=self._feed, args=(self._queue, self._proc.stdin), daemon=True,
                                         name=f"TensorBoardHook({self.log_dir})")
         self._feeder.start()
 
     def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]:
         proc = self._proc
-        if proc is None:
+        if proc is None or not self._started:
             raise RuntimeError("TensorBoardHook.on_eval called before on_start (or after close)")
         if self._failure is None and proc.poll() is not None:  # exited before being told to stop
             self._failure = self._failure_message(proc.returncode)
@@ -217,7 +233,7 @@ class TensorBoardHook:
         with contextlib.suppress(OSError):
             self._stderr.close()
         self._proc = self._stderr = self._queue = self._feeder = None
-        self._failure = None
+        self._failure, self._started = None, False
         return failure
 
     def _failure_message(self, returncode: int) -> str:
