@@ -2,8 +2,8 @@
 loop, achieved FLOP/s against plain bmm, hook overhead of the default run, and the exact
 integrator against Euler stepping; all figures measured side by side in one process.
 
-    python -m bench.bench_train                  # full (a few minutes on 2 cores)
-    python -m bench.bench_train --quick          # N = P = 1024 only, fewer rounds (under a minute)
+    python -m bench.bench_train                  # full (~9 min on 2 cores)
+    python -m bench.bench_train --quick          # N = P = 1024 only, fewer rounds (~90 s)
     python -m bench.bench_train --device cuda    # the same suite on a GPU
 
 Writes bench/results/train.json (or --out). Timings are the minimum over interleaved rounds
@@ -706,7 +706,7 @@ def _targets(res: dict) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="N = P = 1024 only, fewer rounds (under a minute)")
+    ap.add_argument("--quick", action="store_true", help="N = P = 1024 only, fewer rounds (~90 s)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1, as the testbed's tests; 0: torch's default)")
