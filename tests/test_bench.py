@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark suite's quick mode (slow: about a minute on 2 cores). Timings are
+"""Smoke test of the benchmark suite's quick mode (slow: about two minutes on 2 cores). Timings are
 never asserted; this checks that the suite runs end to end and writes its figures."""
 
 import json
@@ -23,7 +23,12 @@ def test_quick_suite_writes_its_figures(tmp_path):
     assert {(r["N"], r["datasets"], r["replicas"], r["dtype"]) for r in rows} >= {
         (1024, 4, 8, "float32"), (1024, 4, 8, "float64"), (1024, 32, 1, "float32"), (1024, 32, 1, "float64")}
     assert all(r["weights_match"] for r in rows if "weights_match" in r)  # same iterates as the naive loop
-    assert set(train["hooks"]["runs"]) == {"tensorboard_off", "tensorboard_on"}
+    whole = [r for r in rows if "run_s" in r]
+    assert len(whole) >= 5
+    for r in whole:  # whole strided runs: the same iterates as one product per step
+        assert r["run_stride"] >= 1 and r["run_s"] > 0
+        assert r["weights_rel_diff_strided_vs_stepwise"] < (1e-4 if r["dtype"] == "float32" else 1e-12)
+    assert set(train["hooks"]["runs"]) == set(train["hooks_large"]["runs"]) == {"tensorboard_off", "tensorboard_on"}
     for key in ("float64", "float32"):
         ex = train["exact_vs_euler"][key]
         assert ex["exact_chain_vs_direct_rel"] < (1e-10 if key == "float64" else 1e-5)
