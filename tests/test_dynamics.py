@@ -308,7 +308,9 @@ def test_choose_stride_and_plan(monkeypatch):
     Langevin noise and non-powers of two are refused; ``plan`` uses the whole run's calls."""
     from rfscaling.dynamics import advance_calls, choose_stride
 
-    assert choose_stride([1] * 500, 256, 4, "kernel") == 1  # nothing to gain from 1-step calls
+    assert choose_stride([3] * 2000, 256, 4, "hessian") == 2  # 2 products instead of 3 per call pay off
+    assert choose_stride([3] * 2, 256, 4, "hessian") == 1  # ... but not for two calls
+    assert choose_stride([3] * 2000, 256, 4, "kernel") == 1  # the kernel form's anchor product eats it
     assert choose_stride([10_000], 256, 4, "features") == 1
     long = choose_stride([10_000], 256, 4, "hessian")
     assert long >= 64 and long & (long - 1) == 0

@@ -150,21 +150,36 @@ def test_early_stopping_records_optimum_and_halts_only_when_asked():
     assert rec.snaps[-1].time == pytest.approx(res["patience_exhausted_at_time"])
 
 
-@pytest.mark.parametrize("T", [0.02, 0.0])
-def test_checkpoint_resume_is_bit_identical(tmp_path, T):
-    """Run A uninterrupted; run B stops after 5 evaluations (a resumable budget stop, i.e. a
-    'kill' after a checkpoint), then a fresh process-like setup (a new integrator) resumes from
-    the checkpoint. Final weights, generator state and every recorded row are bit-identical
-    (CPU). Noise-free, the runs are strided (``simulate`` plans the stride for the whole run)."""
-    _, data, dyn, info = _setup(T=T, n_steps=400, n_evals=15)
+# (temperature, steps, evaluations, chunk, evaluations before the stop). Noise-free with the
+# default chunks, resuming after evaluation 23 of 30: the remaining calls alone would plan
+# stride 32, the whole run plans 16 (asserted below), so a plan from the resume point breaks it.
+RESUME_CASES = [(0.02, 400, 15, 7, 5), (0.0, 4000, 30, None, 24)]
+
+
+@pytest.mark.parametrize("T, n_steps, n_evals, chunk, stop_after", RESUME_CASES)
+def test_checkpoint_resume_is_bit_identical(tmp_path, T, n_steps, n_evals, chunk, stop_after):
+    """Run A uninterrupted; run B stops after ``stop_after`` evaluations (a resumable budget
+    stop, i.e. a 'kill' after a checkpoint), then a fresh process-like setup (a new integrator)
+    resumes from the checkpoint. Final weights, generator state and every recorded row are
+    bit-identical (CPU). Noise-free, the runs are strided: ``simulate`` plans the stride for the
+    whole run, not for the calls left after the checkpoint."""
+    from rfscaling.dynamics import advance_calls, choose_stride
+
+    _, data, dyn, info = _setup(T=T, n_steps=n_steps, n_evals=n_evals)
+
+    def run(d, hooks, state=None, inf=info):
+        state = state or d.init(make_generator(1, "dyn"))
+        return simulate(d, state, inf, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
+                        progress=False, chunk=chunk)
+
     eig_a = EigenmodeHook()
-    state_a, _ = _run(dyn, data, info, [eig_a])
+    state_a, _ = run(dyn, [eig_a])
 
     eig_b = EigenmodeHook()
     ck = CheckpointHook(tmp_path, every=2, stateful={"eigenmode": eig_b}, identity="run-x")
-    _run(dyn, data, info, [eig_b, BudgetHook(max_evals=5), ck])
+    run(dyn, [eig_b, BudgetHook(max_evals=stop_after), ck])
     ckpt = load_checkpoint(tmp_path, "run-x")
-    assert ckpt["index"] == 4 and not ckpt["finished"]
+    assert ckpt["index"] == stop_after - 1 and not ckpt["finished"]
     with pytest.raises(ValueError, match="different configuration"):
         load_checkpoint(tmp_path, "run-y")
 
@@ -176,9 +191,14 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, T):
     info_c = dataclasses.replace(info, start_index=ckpt["index"] + 1)
     ck2 = CheckpointHook(tmp_path, every=2, stateful={"eigenmode": eig_c}, identity="run-x")
     fresh = EulerDynamics(data, dyn.params)
-    state_c, summary = _run(fresh, data, info_c, [eig_c, ck2], state=state)
+    state_c, summary = run(fresh, [eig_c, ck2], state=state, inf=info_c)
     assert summary.completed
     assert fresh.stride == dyn.stride and (fresh.stride > 1) == (T == 0)
+    if T == 0:  # the case is sensitive: planning from the checkpoint on would pick another stride
+        calls = advance_calls(info.eval_steps, chunk)
+        done = np.cumsum(calls) <= int(ckpt["step"])
+        left = [n for n, d in zip(calls, done) if not d]
+        assert choose_stride(left, data.n_samples, data.n_replicas, fresh.form) != fresh.stride
     assert torch.equal(state_c.weights, state_a.weights)
     assert torch.equal(state_c.generator.get_state(), state_a.generator.get_state())
     assert eig_c.rows == eig_a.rows
@@ -458,6 +478,7 @@ def test_tensorboard_launch_ahead_of_on_start(tmp_path):
     proc = tb._proc
     with pytest.raises(RuntimeError, match="before on_start"):
         tb.on_eval(snaps[0])
+    tb.on_end(_summary_of(snaps[-1]))  # no hparams to a writer that has no log dir: just stops it
     tb.close()
     assert proc.poll() == 0 and not (tmp_path / "unused").exists()
 

@@ -64,12 +64,14 @@ def test_train_api_writes_consistent_run_files(tmp_path):
     assert s["compute_macs"] == 2 * 32 * 64 * 9 * steps[-1]
     assert s["n_steps"] == steps[-1] and s["final"]["time"] == pytest.approx(steps[-1] * s["dt"])
     assert s["dt"] == pytest.approx(1.0 / s["lambda_max"])
+    # how the iterates were computed: kernel form (P < N), strided (noise-free)
+    assert s["euler_form"] == "kernel" and s["euler_stride"] > 1
     es = s["early_stopping"]
     assert es["stopping_time"] in [float(r["time"]) for r in rows]
     # exact integrator and bayes run through the same app
     s2 = train(replace(spec, integrator="exact", hooks=replace(spec.hooks, tensorboard=False)), tmp_path / "exact")
     _check_run_dir(tmp_path / "exact", 64)
-    assert s2["integrator"] == "exact"
+    assert s2["integrator"] == "exact" and s2["euler_form"] is None and s2["euler_stride"] is None
     s3 = train(replace(spec, dynamics="bayes", params=DynamicsParams(0.2, 0.2), hooks=replace(spec.hooks, tensorboard=False)),
                tmp_path / "bayes")
     rows3, _ = _check_run_dir(tmp_path / "bayes", 64)

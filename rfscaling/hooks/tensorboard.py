@@ -170,6 +170,9 @@ class TensorBoardHook:
     def on_end(self, summary: RunSummary) -> None:
         if self._proc is None:
             return
+        if not self._started:  # launched, never started: nothing to write, just stop it
+            self.close()
+            return
         try:
             m = summary.final.metrics
             metrics = {"hparam/E_g_final": m.generalization_error, "hparam/train_error_final": m.train_error}
