@@ -64,6 +64,7 @@ from rfscaling.hooks import (
     atomic_write,
     load_checkpoint,
     log_spaced_steps,
+    remove_stale_temp_files,
 )
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,8 @@ def train(spec: TrainSpec, out_dir: str | os.PathLike, *, skip_completed: bool =
         torch.set_num_threads(int(spec.threads))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temp_files(out):  # a killed earlier run's half-written files
+        log.info("removed %s, left by a run that was killed while writing it", stale)
     tb_hook = None
     if spec.hooks.tensorboard:  # its writer process takes ~1 s to start: let that overlap the setup
         tb_hook = TensorBoardHook(out / "tensorboard", spec.hparams, spec.hooks.image_every)

@@ -495,6 +495,41 @@ def test_tensorboard_launch_ahead_of_on_start(tmp_path):
     assert len(_tb_events(tmp_path / "tb").Scalars("E_g/empirical")) == len(snaps)
 
 
+def test_tensorboard_close_kills_a_writer_that_hangs(tmp_path, monkeypatch):
+    """A writer process that never finishes (here: it never reads its pipe, as on a hung
+    filesystem) does not hang the end of the run: ``close`` kills it after ``close_timeout_s``
+    and says so."""
+    import time
+
+    import rfscaling.hooks.tensorboard as tbmod
+
+    monkeypatch.setattr(tbmod, "_CHILD_CODE", "import time; time.sleep(600)")
+    info, snaps = _tb_snapshots(n_evals=4)
+    tb = TensorBoardHook(tmp_path / "tb")
+    tb.close_timeout_s = 1.0
+    tb.on_start(info)
+    proc = tb._proc
+    for s in snaps:
+        tb.on_eval(s)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not finish within 1 s"):
+        tb.close()
+    assert time.monotonic() - t0 < 10 and proc.poll() is not None and not _tb_threads()
+    tb.close()  # idempotent afterwards
+
+    # stuck during the run: once the queue and the pipe are full, on_eval fails instead of waiting
+    tb = TensorBoardHook(tmp_path / "tb2")
+    tb.close_timeout_s, tb.queue_size = 1.0, 2
+    tb.on_start(info)
+    proc = tb._proc
+    big = dataclasses.replace(snaps[0], theory=None)
+    with pytest.raises(RuntimeError, match="took no message for 1 s"):
+        for _ in range(10_000):  # each message carries an image's data; the pipe holds ~64 KiB
+            tb.on_eval(big)
+    tb.close()  # kills it (the failure was raised by on_eval already, as for a writer that died)
+    assert proc.poll() is not None and not _tb_threads()
+
+
 def test_tensorboard_writer_ignores_sigint_and_flushes_at_eof(tmp_path):
     """A SIGINT (Ctrl-C reaches the whole foreground process group) does not kill the writer;
     if the parent dies without close(), the writer sees EOF on stdin and flushes."""

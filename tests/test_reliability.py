@@ -344,6 +344,29 @@ def test_sigkill_then_same_command_is_bit_identical(tmp_path):
     _no_temp_files(run_dir)
 
 
+def test_stale_temp_files_of_killed_writers_are_removed_on_rerun(tmp_path):
+    """A SIGKILL during an atomic write leaves its temp file; the next run in that folder
+    deletes it (its writer is dead) but not one whose writer is alive, nor other dot files."""
+    import subprocess
+
+    from rfscaling.hooks import remove_stale_temp_files
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "checkpoints").mkdir()
+    stale = tmp_path / "checkpoints" / f".checkpoint.pt.tmp{dead.pid}"
+    live = tmp_path / f".metrics.csv.tmp{os.getppid()}"
+    other = tmp_path / ".hydra.tmpnotes"
+    for p in (stale, live, other):
+        p.write_text("x")
+    assert remove_stale_temp_files(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+    live.unlink()
+    stale.write_text("x")
+    s = train(_spec(), tmp_path)  # the app does it before anything else
+    assert s["completed"] and not stale.exists() and other.exists()
+
+
 def test_sigterm_flushes_tensorboard_and_exits_143(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

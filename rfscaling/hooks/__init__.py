@@ -11,6 +11,7 @@ from rfscaling.hooks.base import (
     TheoryCurve,
     TheoryPoint,
     atomic_write,
+    remove_stale_temp_files,
     log_spaced_steps,
 )
 from rfscaling.hooks.budget import BudgetHook
@@ -37,6 +38,7 @@ __all__ = [
     "TheoryCurve",
     "TheoryPoint",
     "atomic_write",
+    "remove_stale_temp_files",
     "load_checkpoint",
     "log_spaced_steps",
     "measure",

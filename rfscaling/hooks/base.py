@@ -9,6 +9,7 @@ keeps state across a resume also implements ``state_dict()`` / ``load_state_dict
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -200,6 +201,36 @@ def log_spaced_steps(n_steps: int, n_evals: int, include_zero: bool = True) -> n
     s = np.unique(np.round(np.logspace(0.0, np.log10(n_steps), n_evals)).astype(np.int64))
     s = np.unique(np.concatenate([[0] if include_zero else [], s, [n_steps]]).astype(np.int64))
     return s
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)$")  # atomic_write's temp files
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temp files that :func:`atomic_write` left under ``directory`` when its process
+    was killed mid-write (SIGKILL, power loss); files of live processes are kept. Returns the
+    removed paths. A rerun in the same folder calls this first."""
+    removed = []
+    for p in Path(directory).rglob(".*.tmp*"):
+        m = _TEMP_NAME.match(p.name)
+        if m is None or not p.is_file():
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _alive(pid):  # in flight (or the pid was reused): leave it
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:

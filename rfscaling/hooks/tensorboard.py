@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time as _time
 from typing import Any, BinaryIO, Mapping, Optional
 
 import numpy as np
@@ -78,6 +79,7 @@ def _hparam_value(v: Any):
 
 class TensorBoardHook:
     queue_size = 64  # messages the writer may fall behind before on_eval waits (bounded memory)
+    close_timeout_s = 120.0  # a writer stuck longer at close (e.g. a hung filesystem) is killed
 
     def __init__(self, log_dir: str | os.PathLike, hparams: Mapping[str, Any] | None = None,
                  image_every: int = 1, extra_metrics: Optional[callable] = None) -> None:
@@ -164,7 +166,12 @@ class TensorBoardHook:
         if math.isfinite(snapshot.time):
             scalars.append(("time", float(snapshot.time)))
         image = _ImageData.of(snapshot) if i % self.image_every == 0 else None
-        self._put(("eval", _Eval(i, tuple(scalars), image)))
+        if not self._put(("eval", _Eval(i, tuple(scalars), image)), _time.monotonic() + self.close_timeout_s) \
+                and self._feeder.is_alive():  # full for that long: the writer is stuck
+            self._failure = (f"TensorBoardHook({self.log_dir}): the writer process took no message for "
+                             f"{self.close_timeout_s:g} s (stuck, e.g. on a hung filesystem)")
+            self._reported = True
+            raise RuntimeError(self._failure)
         return None
 
     def on_end(self, summary: RunSummary) -> None:
@@ -221,14 +228,31 @@ class TensorBoardHook:
         proc = self._proc
         if proc is None:
             return None
+        deadline = _time.monotonic() + self.close_timeout_s
         if not self._stop_sent:
-            self._put(_STOP)
-            self._stop_sent = True
-        self._feeder.join()
-        with contextlib.suppress(OSError, ValueError):  # BrokenPipeError: the child has exited
-            proc.stdin.close()
-        rc = proc.wait()
+            self._stop_sent = self._put(_STOP, deadline)
+        self._feeder.join(max(0.0, deadline - _time.monotonic()))
+        stuck = self._feeder.is_alive()
+        if not stuck:
+            with contextlib.suppress(OSError, ValueError):  # BrokenPipeError: the child has exited
+                proc.stdin.close()
+            try:
+                rc = proc.wait(max(0.0, deadline - _time.monotonic()))
+            except subprocess.TimeoutExpired:
+                stuck = True
         failure = self._failure
+        if stuck:  # the pipe breaks with the kill, so the feeder drops the rest and ends
+            proc.kill()
+            rc = proc.wait()
+            if not self._stop_sent:
+                self._queue.put(_STOP)
+                self._stop_sent = True
+            self._feeder.join()
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()
+            failure = failure or (f"TensorBoardHook({self.log_dir}): the writer process did not finish within "
+                                  f"{self.close_timeout_s:g} s of the end of the run and was killed; events not "
+                                  "yet flushed are missing")
         if failure is None and rc != 0:
             failure = self._failure_message(rc)
         if failure is None and self._feed_error is not None:
@@ -256,16 +280,19 @@ class TensorBoardHook:
             why = f"exit status {returncode}" + (" (exited before being told to stop)" if returncode == 0 else "")
         return f"TensorBoardHook({self.log_dir}): the writer process failed: {why}"
 
-    def _put(self, item) -> None:
+    def _put(self, item, deadline: Optional[float] = None) -> bool:
         """Queue ``item``; waits while the writer is ``queue_size`` messages behind (back-pressure
-        instead of unbounded memory), never on a feeder that has stopped."""
+        instead of unbounded memory), never on a feeder that has stopped, nor past ``deadline``
+        (``time.monotonic``). Whether it was queued."""
         while True:
             try:
                 self._queue.put(item, timeout=0.5)
-                return
+                return True
             except queue.Full:
                 if self._feeder is None or not self._feeder.is_alive():
-                    return  # nothing drains the queue any more; close() reports the failure
+                    return False  # nothing drains the queue any more; close() reports the failure
+                if deadline is not None and _time.monotonic() > deadline:
+                    return False
 
     def _feed(self, q: queue.Queue, pipe: BinaryIO) -> None:
         """Feeder thread: pickle queued messages into the child's stdin until the stop sentinel.
