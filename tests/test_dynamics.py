@@ -234,10 +234,13 @@ def test_cuda_matches_cpu():
     for dev in ("cpu", "cuda"):
         data = sample_eigen_ensemble(task, 32, 2, 2, make_generator(0, device="cpu"), dtype=F64)
         data = EnsembleData(*(getattr(data, f).to(dev) for f in ("features", "labels", "target_weights", "eigenvalues", "target_second_moment")), data.label_noise)
-        dyn = EulerDynamics(data, DynamicsParams())
-        s = dyn.advance(dyn.init(make_generator(0, device=dev)), 100)
-        out[dev] = s.weights.cpu()
-    torch.testing.assert_close(out["cpu"], out["cuda"], rtol=1e-9, atol=1e-9)
+        for stride in (1, 8):  # one product per step, and strided
+            dyn = EulerDynamics(data, DynamicsParams())
+            dyn.set_stride(stride)
+            s = dyn.advance(dyn.init(make_generator(0, device=dev)), 100)
+            out[dev, stride] = s.weights.cpu()
+    for stride in (1, 8):
+        torch.testing.assert_close(out["cpu", stride], out["cuda", stride], rtol=1e-9, atol=1e-9)
 
 
 def _numpy_euler(X, Y, w0, dt, wd, steps):
