@@ -530,6 +530,38 @@ def test_tensorboard_close_kills_a_writer_that_hangs(tmp_path, monkeypatch):
     assert proc.poll() is not None and not _tb_threads()
 
 
+def test_mode_image_draws_points_and_line_where_matplotlib_puts_them():
+    """The per-mode image is rasterised by hand (numpy, log-log map of the axes box); checked
+    against matplotlib's own data -> display transform of the frame's axes: every sampled
+    empirical point is a C0 pixel and the DMFT line a C3 pixel within 1 px of where matplotlib
+    would draw them, and neither colour is there without the data."""
+    from types import SimpleNamespace
+
+    from rfscaling.hooks._tb_writer import _ModeFrame, _Renderer
+
+    n = 200
+    k = np.arange(1, n + 1, dtype=np.float64)
+    emp, th = 0.5 * k**-2.0, 0.3 * k**-1.2
+    snap = SimpleNamespace(metrics=SimpleNamespace(mode_error=emp), theory=SimpleNamespace(mode_error=th), time=1.5)
+    r = _Renderer(theory_modes=np.stack([th, 2 * th]))
+    img = r.render(snap)
+    frame = r.frame
+    ax = frame._fig.axes[0]
+    H = img.shape[0]
+
+    def near(image, kk, e, color):
+        x, y = ax.transData.transform((kk, e))
+        row, col = int(round(H - y)), int(round(x))
+        patch = image[row - 1:row + 2, col - 1:col + 2].reshape(-1, 3)
+        return bool((patch == np.array(color, dtype=np.uint8)).all(1).any())
+
+    C0, C3 = _ModeFrame.COLORS["emp"], _ModeFrame.COLORS["th"]
+    for kk in (1, 2, 5, 17, 60, 150):  # points apart from the line (different laws)
+        assert near(img, kk, emp[kk - 1], C0) and not near(frame.background, kk, emp[kk - 1], C0), kk
+        assert near(img, kk, th[kk - 1], C3) and not near(frame.background, kk, th[kk - 1], C3), kk
+        assert not near(img, kk, 10 * emp[kk - 1], C0)  # a decade off: no point there
+
+
 def test_tensorboard_writer_ignores_sigint_and_flushes_at_eof(tmp_path):
     """A SIGINT (Ctrl-C reaches the whole foreground process group) does not kill the writer;
     if the parent dies without close(), the writer sees EOF on stdin and flushes."""
