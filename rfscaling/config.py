@@ -23,7 +23,7 @@ plus top-level ``rows`` (table rows) and ``plot`` (write the PNG))::
     dtype: float32|float64
     data:      P, alpha, beta, lam_1, c, label_noise, kind, target, teacher, pool_size, input_dim
     model:     N, kind, nonlinearity, M
-    dynamics:  name, weight_decay, temperature, init_variance, dt, t_max, n_evals
+    dynamics:  name, weight_decay, temperature, init_variance, dt, t_max, n_evals, integrator, max_stride
     ensemble:  datasets, replicas, estimate_variance
     theory:    enabled, modes
     hooks:     eigenmode, tensorboard, early_stopping{enabled,patience,halt},
@@ -149,6 +149,7 @@ class DynamicsConfig:
     t_max: float = 1000.0
     n_evals: int = 40  # log-spaced evaluation times
     integrator: str = "euler"  # euler | exact | auto (exact when Euler would cost > 5e10 multiply-adds)
+    max_stride: Optional[int] = None  # Euler without noise: steps per propagator product; null: by cost, 1: stepwise
 
 
 @dataclass
@@ -289,6 +290,7 @@ class DynamicsSettings:
     t_max: float
     n_evals: int
     integrator: str = "euler"
+    max_stride: Optional[int] = None  # None: chosen by cost (rfscaling.dynamics.euler.choose_stride)
 
     @property
     def has_stationary_limit(self) -> bool:
@@ -635,6 +637,10 @@ def settings_from_config(cfg: Any) -> Settings:
     t_max = ry.float_("t_max", lo=0.0, lo_open=True)
     n_evals = ry.int_("n_evals", lo=2, what="must be an integer >= 2")
     integrator = ry.choice("integrator", INTEGRATORS, default="euler")
+    stride_rule = "must be a power of two >= 1 (1: one product per Euler step)"
+    max_stride = ry.int_("max_stride", lo=1, optional=True, default=None, what=stride_rule)
+    if max_stride is not None and max_stride & (max_stride - 1):
+        raise ConfigError(ry.key("max_stride"), max_stride, stride_rule + " or null")
     if dt is not None and dt > t_max:
         raise ConfigError(ry.key("dt"), dt, f"must be <= dynamics.t_max={t_max:g}")
     if name == "gradient_flow":
@@ -707,7 +713,8 @@ def settings_from_config(cfg: Any) -> Settings:
         data=DataSettings(**data),
         model=ModelSettings(N=N, kind=model_kind, nonlinearity=nonlinearity, M=M),
         dynamics=DynamicsSettings(name=name, weight_decay=wd, temperature=temp, init_variance=init_var,
-                                  dt=dt, t_max=t_max, n_evals=n_evals, integrator=integrator),
+                                  dt=dt, t_max=t_max, n_evals=n_evals, integrator=integrator,
+                                  max_stride=max_stride),
         theory=theory,
         ensemble=ensemble,
         hooks=hooks,

@@ -42,6 +42,7 @@ import torch
 
 from rfscaling.data import ProblemSpec, derive_seed, make_generator, make_problem, random_streams, resolve_dtype
 from rfscaling.dynamics import (
+    MAX_STRIDE,
     DynamicsParams,
     EulerDynamics,
     ExactDynamics,
@@ -125,6 +126,7 @@ class TrainSpec:
     dynamics: str = "gradient_flow"  # gradient_flow | weight_decay | langevin | bayes (naming only)
     params: DynamicsParams = field(default_factory=DynamicsParams)
     integrator: str = "euler"  # euler | exact | auto (Euler if <= AUTO_MAX_EULER_MACS)
+    max_stride: Optional[int] = None  # Euler without noise: cap on steps per product (None: by cost)
     threads: Optional[int] = 1  # torch CPU threads (None: torch's default)
     dt: Optional[float] = None  # None: 1 / lambda_max(H)
     t_max: float = 1000.0
@@ -141,6 +143,8 @@ class TrainSpec:
             raise ValueError(f"dynamics.t_max={self.t_max}: must be a positive finite number")
         if self.n_evals < 1:
             raise ValueError(f"dynamics.n_evals={self.n_evals}: must be a positive integer")
+        if self.max_stride is not None and (self.max_stride < 1 or self.max_stride & (self.max_stride - 1)):
+            raise ValueError(f"dynamics.max_stride={self.max_stride}: must be a power of two >= 1 or None")
 
 
 def _identity(spec: TrainSpec) -> str:
@@ -182,7 +186,8 @@ def _make_dynamics(spec: TrainSpec, data):
                           f"unstable Euler step: must be < {2.0 / lam_max:.6g} = 2/lambda_max(H) of the drawn "
                           f"data (null picks 1/lambda_max = {1.0 / lam_max:.6g}; dynamics.integrator=exact has "
                           "no bound)")
-    return EulerDynamics(data, spec.params, dt=dt, lambda_max=lam_max, gram=gram)
+    return EulerDynamics(data, spec.params, dt=dt, lambda_max=lam_max, gram=gram,
+                         max_stride=spec.max_stride if spec.max_stride is not None else MAX_STRIDE)
 
 
 def completed_summary(out_dir: str | os.PathLike, identity: str) -> Optional[dict]:
@@ -426,6 +431,7 @@ def spec_from_config(cfg) -> TrainSpec:
         dynamics=dy.name,
         params=DynamicsParams(dy.weight_decay, dy.temperature, dy.init_variance),
         integrator=dy.integrator,
+        max_stride=dy.max_stride,
         threads=s.threads,
         dt=dy.dt,
         t_max=dy.t_max,

@@ -72,6 +72,13 @@ def test_train_api_writes_consistent_run_files(tmp_path):
     s2 = train(replace(spec, integrator="exact", hooks=replace(spec.hooks, tensorboard=False)), tmp_path / "exact")
     _check_run_dir(tmp_path / "exact", 64)
     assert s2["integrator"] == "exact" and s2["euler_form"] is None and s2["euler_stride"] is None
+    # dynamics.max_stride=1: one product per step, the same iterates up to rounding
+    s1 = train(replace(spec, max_stride=1, hooks=replace(spec.hooks, tensorboard=False)), tmp_path / "stepwise")
+    rows1, _ = _check_run_dir(tmp_path / "stepwise", 64)
+    assert s1["euler_stride"] == 1 and s1["identity"] != s["identity"]
+    np.testing.assert_allclose([float(r["E_g"]) for r in rows1], [float(r["E_g"]) for r in rows], rtol=1e-11)
+    with pytest.raises(ValueError, match="max_stride"):
+        replace(spec, max_stride=6)
     s3 = train(replace(spec, dynamics="bayes", params=DynamicsParams(0.2, 0.2), hooks=replace(spec.hooks, tensorboard=False)),
                tmp_path / "bayes")
     rows3, _ = _check_run_dir(tmp_path / "bayes", 64)

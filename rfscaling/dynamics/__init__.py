@@ -4,6 +4,7 @@ closed-form GP posterior, and the evaluation loop that feeds hooks."""
 from rfscaling.dynamics.euler import (
     DynamicsParams,
     FORMS,
+    MAX_STRIDE,
     EulerDynamics,
     State,
     choose_form,
@@ -25,6 +26,7 @@ from rfscaling.dynamics.loop import advance_calls, make_snapshot, simulate
 
 __all__ = [
     "FORMS",
+    "MAX_STRIDE",
     "advance_calls",
     "choose_stride",
     "DynamicsParams",

@@ -54,8 +54,8 @@ import torch
 from rfscaling.data.ensemble import EnsembleData
 from rfscaling.dynamics.spectral import top_eigenvalue
 
-__all__ = ["DynamicsParams", "State", "EulerDynamics", "FORMS", "choose_form", "choose_stride", "design_gram",
-           "hessian_top_eigenvalue", "stable_step_size"]
+__all__ = ["DynamicsParams", "State", "EulerDynamics", "FORMS", "MAX_STRIDE", "choose_form", "choose_stride",
+           "design_gram", "hessian_top_eigenvalue", "stable_step_size"]
 
 
 @dataclass(frozen=True)
@@ -210,11 +210,13 @@ class EulerDynamics(EnsembleReadout):
     """Euler(-Maruyama) integrator of the ensemble; see the module docstring."""
 
     def __init__(self, data: EnsembleData, params: DynamicsParams, dt: float | None = None,
-                 lambda_max: float | None = None, form: str = "auto", gram: torch.Tensor | None = None) -> None:
+                 lambda_max: float | None = None, form: str = "auto", gram: torch.Tensor | None = None,
+                 max_stride: int = MAX_STRIDE) -> None:
         """``lambda_max``: max_d lambda_max(H_d) if the caller has it already (else computed).
         ``form``: one of ``FORMS`` (see the module docstring). ``gram``: :func:`design_gram` of
         the features if the caller has it; ``form="auto"`` computes it unless ``lambda_max`` is
-        given without it (then the features form is used, which needs no setup)."""
+        given without it (then the features form is used, which needs no setup). ``max_stride``:
+        the largest stride ``plan`` may pick (1: one product per step)."""
         if form not in FORMS:
             raise ValueError(f"form={form!r}: must be one of {', '.join(FORMS)}")
         self.data = data
@@ -251,6 +253,9 @@ class EulerDynamics(EnsembleReadout):
         D = data.n_datasets
         on_cpu = self._X.device.type == "cpu"  # a GPU wants the whole batch in one kernel
         self._block = D if self._noise > 0 or not on_cpu else max(1, min(D, _BLOCK_BYTES // max(per_dataset, 1)))
+        if max_stride < 1 or max_stride & (max_stride - 1):
+            raise ValueError(f"max_stride={max_stride}: must be a power of two >= 1")
+        self.max_stride = int(max_stride)
         self.stride = 1
         self._power = self._sum_matrix = self._forcing = None
 
@@ -268,7 +273,7 @@ class EulerDynamics(EnsembleReadout):
         matrices = 3 if self.form == "kernel" else 2  # the propagators and one squaring's output
         if matrices * d.n_datasets * m * m * self._X.element_size() > _STRIDE_MAX_BYTES:
             return self.set_stride(1)
-        return self.set_stride(choose_stride(call_lengths, m, d.n_replicas, self.form))
+        return self.set_stride(choose_stride(call_lengths, m, d.n_replicas, self.form, self.max_stride))
 
     def set_stride(self, stride: int) -> int:
         """Step ``stride`` Euler steps per product from now on (1: one product per step)."""
