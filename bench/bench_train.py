@@ -1,5 +1,5 @@
 """Benchmark of the training testbed: throughput of the batched ensemble against a naive per-seed
-loop, achieved FLOP/s against plain bmm, hook overhead of the default run, and the exact
+loop, achieved FLOP/s against plain bmm, whole strided runs, hook overhead (the default run and N = P = 1024), and the exact
 integrator against Euler stepping; all figures measured side by side in one process.
 
     python -m bench.bench_train                  # full (~9 min on 2 cores)
