@@ -230,11 +230,13 @@ def _plot(tab, ok, out_dir, dpi):
     dcol = dict(zip(dkeys, colors(len(dkeys), "plasma", 0.0, 0.85)))
     ncol = dict(zip(noises, colors(len(noises), "viridis", 0.1, 0.85)))
 
-    def base_for(**sel):
-        g = ok
+    def where(df, sel: dict):
         for k, v in sel.items():
-            g = g[g[k] == v]
-        return condition(g.iloc[0].to_dict())
+            df = df[df[k] == v]
+        return df
+
+    def base_for(**sel):
+        return condition(where(ok, sel).iloc[0].to_dict())
 
     def points(ax_t, ax_e, x, g, col, label):
         g = g.sort_values(x)
@@ -244,34 +246,26 @@ def _plot(tab, ok, out_dir, dpi):
         ax_e.errorbar(xv, g["hook_E_g"], yerr=g["hook_E_g_se"], fmt="o", color=col, mfc="white", ms=4,
                       elinewidth=0.9, zorder=3)
 
-    # (1) against P at the reference noise, one colour per dynamics
+    def per_dynamics(j, fixed_key, fixed_value, x, theory_key, xf, theory_x, labels):
+        """Column j: hook optimum against ``x`` at ``fixed_key = fixed_value``, one colour per dynamics."""
+        for k in dkeys:
+            cond = {fixed_key: fixed_value, "dynamics.name": k[0], "dynamics.weight_decay": k[1],
+                    "dynamics.temperature": k[2]}
+            sel = where(tab, cond)
+            if sel.empty:
+                continue
+            tt, ee = _theory_line(base_for(**cond), theory_key, theory_x, t_min, t_max)
+            axes[0, j].plot(xf, tt, color=dcol[k], lw=1.2)
+            axes[1, j].plot(xf, ee, color=dcol[k], lw=1.2)
+            points(axes[0, j], axes[1, j], x, sel, dcol[k], dyn_label(*k) if labels else None)
+
+    # (1) against P at the reference noise, (2) against label noise at P_ref
     Pf = np.geomspace(min(Ps) * 0.8, max(Ps) * 1.25, 9)
-    for k in dkeys:
-        sel = tab[(tab["data.label_noise"] == s_ref) & (tab["dynamics.name"] == k[0])
-                  & (tab["dynamics.weight_decay"] == k[1]) & (tab["dynamics.temperature"] == k[2])]
-        if sel.empty:
-            continue
-        base = base_for(**{"data.label_noise": s_ref, "dynamics.name": k[0], "dynamics.weight_decay": k[1],
-                           "dynamics.temperature": k[2]})
-        tt, ee = _theory_line(base, "P", Pf.round().astype(int), t_min, t_max)
-        axes[0, 0].plot(Pf, tt, color=dcol[k], lw=1.2)
-        axes[1, 0].plot(Pf, ee, color=dcol[k], lw=1.2)
-        points(axes[0, 0], axes[1, 0], "data.P", sel, dcol[k], dyn_label(*k))
+    per_dynamics(0, "data.label_noise", s_ref, "data.P", "P", Pf, Pf.round().astype(int), True)
     axes[0, 0].set_title(f"against P ($\\sigma^2$ = {s_ref:g})")
     axes[1, 0].set_xlabel("samples P")
-    # (2) against label noise at P_ref, one colour per dynamics
     sf = np.geomspace(min(noises) * 0.8, max(noises) * 1.25, 9)
-    for k in dkeys:
-        sel = tab[(tab["data.P"] == P_ref) & (tab["dynamics.name"] == k[0])
-                  & (tab["dynamics.weight_decay"] == k[1]) & (tab["dynamics.temperature"] == k[2])]
-        if sel.empty:
-            continue
-        base = base_for(**{"data.P": P_ref, "dynamics.name": k[0], "dynamics.weight_decay": k[1],
-                           "dynamics.temperature": k[2]})
-        tt, ee = _theory_line(base, "label_noise", sf, t_min, t_max)
-        axes[0, 1].plot(sf, tt, color=dcol[k], lw=1.2)
-        axes[1, 1].plot(sf, ee, color=dcol[k], lw=1.2)
-        points(axes[0, 1], axes[1, 1], "data.label_noise", sel, dcol[k], None)
+    per_dynamics(1, "data.P", P_ref, "data.label_noise", "label_noise", sf, sf, False)
     axes[0, 1].set_title(f"against label noise (P = {P_ref})")
     axes[1, 1].set_xlabel("label-noise variance $\\sigma^2$")
     # (3) against weight decay and (4) temperature at P_ref, one colour per label noise

@@ -185,44 +185,29 @@ def _plot(fin, avg, used, ex, ok, out_dir, dpi):
     def peak(g):  # P = N: the interpolation peak (the mean over data sets is dominated by rare,
         return (g["data.P"] == g["model.N"]).to_numpy()  # nearly singular ones: not compared)
 
-    # (a) against P, one curve per N
-    ax = axes[0]
-    cN = colors(len(Ns), "viridis")
-    Pf = _line_grid(min(Ps) * 0.75, max(Ps) * 1.3, Ns)
-    for col, N in zip(cN, Ns):
-        g = fin[fin["model.N"] == N].sort_values("data.P")
-        th = _theory_vs("P", Pf, {**fixed, "N": int(N)}, t_end)
-        ax.plot(Pf, th, color=col, lw=0.9, zorder=2)
-        k = ~peak(g)
-        ax.errorbar(g["data.P"][k], g["final.E_g"][k], yerr=g["final.E_g_se"][k], fmt="o", ms=3.2, mfc="white",
-                    color=col, elinewidth=0.8, label=f"N = {int(N)}", zorder=3)
-        ax.plot(g["data.P"][~k], g["final.E_g"][~k], "x", color="0.55", ms=4, zorder=3)
-    if "P" in used:
-        g = used["P"]
-        ax.plot(g["data.P"], g["final.E_g"], "o", ms=3.4, color=cN[-1], zorder=5)
-        ref_line(ax, g, "data.P", "final.E_g", fitrow["data-limited"])
-    ax.set(xscale="log", yscale="log", xlabel="samples P", ylabel=f"$E_g$ at t = {t_end:.0e}",
-           title="(a) data-limited: against P (one curve per N)")
-    ax.legend(fontsize=6.2, ncol=2, loc="lower left")
-    # (b) against N, one curve per P
-    ax = axes[1]
-    cP = colors(len(Ps), "plasma", 0.0, 0.85)
-    Nf = _line_grid(min(Ns) * 0.75, max(Ns) * 1.3, Ps)
-    for col, P in zip(cP, Ps):
-        g = fin[fin["data.P"] == P].sort_values("model.N")
-        th = _theory_vs("N", Nf, {**fixed, "P": int(P)}, t_end)
-        ax.plot(Nf, th, color=col, lw=0.9, zorder=2)
-        k = ~peak(g)
-        ax.errorbar(g["model.N"][k], g["final.E_g"][k], yerr=g["final.E_g_se"][k], fmt="s", ms=3.0, mfc="white",
-                    color=col, elinewidth=0.8, label=f"P = {int(P)}", zorder=3)
-        ax.plot(g["model.N"][~k], g["final.E_g"][~k], "x", color="0.55", ms=4, zorder=3)
-    if "N" in used:
-        g = used["N"]
-        ax.plot(g["model.N"], g["final.E_g"], "s", ms=3.2, color=cP[-1], zorder=5)
-        ref_line(ax, g, "model.N", "final.E_g", fitrow["model-limited"])
-    ax.set(xscale="log", yscale="log", xlabel="model size N (student modes)",
-           title="(b) model-limited: against N (one curve per P)")
-    ax.legend(fontsize=6.2, ncol=2, loc="lower left")
+    def size_panel(ax, x, curve, xs, curves, cmap, marker, ms, fit, title, xlabel, **ax_kw):
+        """E_g(t_end) against ``x`` (data.P or model.N), one curve per value of ``curve``."""
+        cols = colors(len(curves), *cmap)
+        xf = _line_grid(min(xs) * 0.75, max(xs) * 1.3, curves)
+        xname, cname = x.split(".")[1], curve.split(".")[1]
+        for col, c in zip(cols, curves):
+            g = fin[fin[curve] == c].sort_values(x)
+            ax.plot(xf, _theory_vs(xname, xf, {**fixed, cname: int(c)}, t_end), color=col, lw=0.9, zorder=2)
+            k = ~peak(g)
+            ax.errorbar(g[x][k], g["final.E_g"][k], yerr=g["final.E_g_se"][k], fmt=marker, ms=ms, mfc="white",
+                        color=col, elinewidth=0.8, label=f"{cname} = {int(c)}", zorder=3)
+            ax.plot(g[x][~k], g["final.E_g"][~k], "x", color="0.55", ms=4, zorder=3)
+        if xname in used:
+            g = used[xname]
+            ax.plot(g[x], g["final.E_g"], marker, ms=ms + 0.2, color=cols[-1], zorder=5)
+            ref_line(ax, g, x, "final.E_g", fitrow[fit])
+        ax.set(xscale="log", yscale="log", xlabel=xlabel, title=title, **ax_kw)
+        ax.legend(fontsize=6.2, ncol=2, loc="lower left")
+
+    size_panel(axes[0], "data.P", "model.N", Ps, Ns, ("viridis",), "o", 3.2, "data-limited",
+               "(a) data-limited: against P (one curve per N)", "samples P", ylabel=f"$E_g$ at t = {t_end:.0e}")
+    size_panel(axes[1], "model.N", "data.P", Ns, Ps, ("plasma", 0.0, 0.85), "s", 3.0, "model-limited",
+               "(b) model-limited: against N (one curve per P)", "model size N (student modes)")
     lo = float(np.nanmin(fin["final.E_g"])) / 2.5
     for a_ in axes[:2]:
         a_.set_ylim(lo, 1.0)
