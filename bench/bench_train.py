@@ -407,7 +407,8 @@ def _instrument(timers: _Timers, device):
         setattr(owner, name, timed)
 
     wrap(EulerDynamics, "advance", "train_steps")
-    wrap(loop_mod, "make_snapshot", "snapshot")
+    wrap(loop_mod, "measure_group", "measure")  # once per group of evaluations
+    wrap(EarlyStoppingHook, "prepare", "early_stopping_prepare")
     wrap(EigenmodeHook, "on_eval", "eigenmode_hook")
     wrap(EarlyStoppingHook, "on_eval", "early_stopping_hook")
     wrap(TensorBoardHook, "on_eval", "tensorboard_hook")
@@ -483,10 +484,12 @@ def bench_hooks(device, rounds: int, overrides: tuple[str, ...] = ()) -> dict:
                 summ = train(spec, tmp)
             key = "tensorboard_on" if tb else "tensorboard_off"
             row = {"loop_s": float(summ["loop_wall_time_s"]), "wall_s": float(summ["wall_time_s"]),
-                   "n_steps": int(summ["n_steps"]), "n_evals": timers.count("snapshot"),
+                   "n_steps": int(summ["n_steps"]), "n_evals": timers.count("eigenmode_hook"),
+                   "n_groups": timers.count("measure"),
                    "train_steps_in_run_s": timers.total("train_steps"),
-                   "per_eval_ms": {k: 1e3 * timers.total(k) / max(1, timers.count("snapshot"))
-                                   for k in ("snapshot", "eigenmode_hook", "early_stopping_hook", "tensorboard_hook")},
+                   "per_eval_ms": {k: 1e3 * timers.total(k) / max(1, timers.count("eigenmode_hook"))
+                                   for k in ("measure", "eigenmode_hook", "early_stopping_prepare",
+                                             "early_stopping_hook", "tensorboard_hook")},
                    "start_s": timers.total("tensorboard_start") + timers.total("eigenmode_start"),
                    "end_s": timers.total("tensorboard_end") + timers.total("eigenmode_end")}
             if key not in runs or row["loop_s"] < runs[key]["loop_s"]:
@@ -662,7 +665,7 @@ def _print_hooks(h: dict) -> None:
     print(f"  {h['problem']}: training alone {h['training_alone_s']:.3f} s ({h['ms_per_step']:.3f} ms/step)")
     for key, r in h["runs"].items():
         pe = r["per_eval_ms"]
-        print(f"  {key:<16} {r['n_steps']} steps, {r['n_evals']} evals: loop {r['loop_s']:.3f} s, steps in it "
+        print(f"  {key:<16} {r['n_steps']} steps, {r['n_evals']} evals in {r['n_groups']} groups: loop {r['loop_s']:.3f} s, steps in it "
               f"{r['train_steps_in_run_s']:.3f} s -> overhead {100 * r['overhead_fraction']:.1f}% (vs training "
               f"alone {100 * r['overhead_vs_alone']:.1f}%, in the run {100 * r['overhead_in_run']:.1f}%; "
               f"{r['per_eval_overhead_ms']:.2f} ms per evaluation; on the "
@@ -691,7 +694,7 @@ def _targets(res: dict) -> dict:
         out["FLOP/s >= 60% of plain bmm"] = "; ".join(
             f"N={r['N']} P={r['P']} {r['datasets']}x{r['replicas']} {r['dtype']}: {100 * r['flops_fraction_of_bmm']:.0f}%"
             for r in rows)
-    for key, what in (("hooks", "default run"), ("hooks_large", "N=P=1024, 4x8")):
+    for key, what in (("hooks", "default run"), ("hooks_large", "N=P=1024, 4x8"), ("hooks_2048", "N=P=2048, 4x8")):
         h = res.get(key)
         if h:
             out[f"hook overhead <= 10% ({what})"] = "; ".join(
@@ -778,8 +781,13 @@ def main(argv=None) -> dict:
         # the throughput section's problem (N = P = 1024, 32 seeds as 4 x 8) at the same schedule
         res["hooks_large"] = bench_hooks(device, 1 if q else 3, ("data.P=1024", "ensemble.datasets=4", "ensemble.replicas=8"))
         torch.set_num_threads(nthreads)
-        for h in (res["hooks"], res["hooks_large"]):
-            _print_hooks(h)
+        if not q:  # and at N = P = 2048 (~20 s per run on 2 CPU cores)
+            res["hooks_2048"] = bench_hooks(device, 2, ("model.N=2048", "data.P=2048", "ensemble.datasets=4",
+                                                        "ensemble.replicas=8"))
+            torch.set_num_threads(nthreads)
+        for key in ("hooks", "hooks_large", "hooks_2048"):
+            if key in res:
+                _print_hooks(res[key])
         res["section_s"]["hooks"] = time.perf_counter() - t_sec
 
     t_sec = time.perf_counter()

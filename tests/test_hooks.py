@@ -25,6 +25,7 @@ from rfscaling.hooks import (
     TheoryCurve,
     load_checkpoint,
     log_spaced_steps,
+    measure,
 )
 from rfscaling.theory import predict
 
@@ -153,7 +154,10 @@ def test_early_stopping_records_optimum_and_halts_only_when_asked():
 # (temperature, steps, evaluations, chunk, evaluations before the stop). Noise-free with the
 # default chunks, resuming after evaluation 23 of 30: the remaining calls alone would plan
 # stride 32, the whole run plans 16 (asserted below), so a plan from the resume point breaks it.
-RESUME_CASES = [(0.02, 400, 15, 7, 5), (0.0, 4000, 30, None, 24)]
+# Langevin, stopping after 4: evaluation 3 is inside the first evaluation group (0..4), so the
+# budget stop rolls the state back and the resumed run measures evaluation 4 alone in its slot
+# (3 rows instead of 15: this BLAS rounds rows of so small a product differently).
+RESUME_CASES = [(0.02, 400, 15, 7, 5), (0.0, 4000, 30, None, 24), (0.02, 400, 15, 7, 4)]
 
 
 @pytest.mark.parametrize("T, n_steps, n_evals, chunk, stop_after", RESUME_CASES)
@@ -161,37 +165,45 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, T, n_steps, n_evals, chunk
     """Run A uninterrupted; run B stops after ``stop_after`` evaluations (a resumable budget
     stop, i.e. a 'kill' after a checkpoint), then a fresh process-like setup (a new integrator)
     resumes from the checkpoint. Final weights, generator state and every recorded row are
-    bit-identical (CPU). Noise-free, the runs are strided: ``simulate`` plans the stride for the
-    whole run, not for the calls left after the checkpoint."""
-    from rfscaling.dynamics import advance_calls, choose_stride
+    bit-identical (CPU), the validation errors of early stopping included. Noise-free, the runs
+    are strided: ``simulate`` plans the stride for the whole run, not for the calls left after
+    the checkpoint. A stop inside an evaluation group goes back to that evaluation, and a run
+    resumed inside a group measures each evaluation in its slot of the group as before."""
+    from rfscaling.dynamics import advance_calls, choose_stride, eval_groups
 
-    _, data, dyn, info = _setup(T=T, n_steps=n_steps, n_evals=n_evals)
+    task, data, dyn, info = _setup(T=T, n_steps=n_steps, n_evals=n_evals)
+    val = sample_eigen_validation(task, data, 50, make_generator(9))
 
     def run(d, hooks, state=None, inf=info):
         state = state or d.init(make_generator(1, "dyn"))
         return simulate(d, state, inf, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
                         progress=False, chunk=chunk)
 
-    eig_a = EigenmodeHook()
-    state_a, _ = run(dyn, [eig_a])
+    eig_a, es_a = EigenmodeHook(), EarlyStoppingHook(val)
+    state_a, _ = run(dyn, [eig_a, es_a])
 
-    eig_b = EigenmodeHook()
-    ck = CheckpointHook(tmp_path, every=2, stateful={"eigenmode": eig_b}, identity="run-x")
-    run(dyn, [eig_b, BudgetHook(max_evals=stop_after), ck])
+    eig_b, es_b = EigenmodeHook(), EarlyStoppingHook(val)
+    ck = CheckpointHook(tmp_path, every=2, stateful={"eigenmode": eig_b, "es": es_b}, identity="run-x")
+    state_b, _ = run(dyn, [eig_b, es_b, BudgetHook(max_evals=stop_after), ck])
+    assert state_b.step == info.eval_steps[stop_after - 1]  # ended at the stop, not at the group's end
+    group = next(g for g in eval_groups(info.eval_steps, chunk) if g.first <= stop_after - 1 < g.first + g.size)
+    if (T, stop_after) == (0.02, 4):
+        assert group.first < stop_after - 1 < group.first + group.size - 1  # the case is inside a group
     ckpt = load_checkpoint(tmp_path, "run-x")
     assert ckpt["index"] == stop_after - 1 and not ckpt["finished"]
     with pytest.raises(ValueError, match="different configuration"):
         load_checkpoint(tmp_path, "run-y")
 
-    eig_c = EigenmodeHook()
+    eig_c, es_c = EigenmodeHook(), EarlyStoppingHook(val)
     eig_c.load_state_dict(ckpt["hooks"]["eigenmode"])
+    es_c.load_state_dict(ckpt["hooks"]["es"])
     gen = make_generator(123)  # any seed: the state is restored
     gen.set_state(ckpt["rng_state"])
     state = State(ckpt["weights"], ckpt["step"], ckpt["time"], gen)
     info_c = dataclasses.replace(info, start_index=ckpt["index"] + 1)
-    ck2 = CheckpointHook(tmp_path, every=2, stateful={"eigenmode": eig_c}, identity="run-x")
+    ck2 = CheckpointHook(tmp_path, every=2, stateful={"eigenmode": eig_c, "es": es_c}, identity="run-x")
     fresh = EulerDynamics(data, dyn.params)
-    state_c, summary = run(fresh, [eig_c, ck2], state=state, inf=info_c)
+    state_c, summary = run(fresh, [eig_c, es_c, ck2], state=state, inf=info_c)
     assert summary.completed
     assert fresh.stride == dyn.stride and (fresh.stride > 1) == (T == 0)
     if T == 0:  # the case is sensitive: planning from the checkpoint on would pick another stride
@@ -201,7 +213,7 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, T, n_steps, n_evals, chunk
         assert choose_stride(left, data.n_samples, data.n_replicas, fresh.form) != fresh.stride
     assert torch.equal(state_c.weights, state_a.weights)
     assert torch.equal(state_c.generator.get_state(), state_a.generator.get_state())
-    assert eig_c.rows == eig_a.rows
+    assert eig_c.rows == eig_a.rows and es_c.history == es_a.history
     assert load_checkpoint(tmp_path)["finished"]
 
 
@@ -806,3 +818,91 @@ def test_tensorboard_queue_is_bounded(tmp_path, monkeypatch):
     tb.close()
     assert not t.is_alive() and len(sizes) == len(snaps) and max(sizes) <= 3
     assert len(_tb_events(tmp_path / "tb").Images("modes/error")) == len(snaps)
+
+
+# --- evaluation groups (rfscaling/dynamics/loop.py) ---------------------------------------------
+
+
+def test_eval_groups_cover_the_schedule_within_size_and_span():
+    from rfscaling.dynamics import eval_groups
+
+    steps = log_spaced_steps(8313, 40)
+    for chunk, size in ((415, 8), (7, 8), (415, 3), (10**6, 8), (415, 1)):
+        groups = eval_groups(steps, chunk, size)
+        assert [i for g in groups for i in range(g.first, g.first + g.size)] == list(range(len(steps)))
+        for g, nxt in zip(groups, groups[1:] + [None]):
+            last = g.first + g.size - 1
+            assert g.size <= size and steps[last] - steps[g.first] <= chunk
+            if nxt is not None:  # a group closes only when the next evaluation would break a bound
+                assert g.size == size or steps[nxt.first] - steps[g.first] > chunk
+    # the app's default schedule: the dense early evaluations are grouped, the late ones are not
+    default = eval_groups(steps, 8313 // 20)
+    assert default[0].size == 8 and default[-1].size == 1 and len(default) < len(steps) // 2
+    with pytest.raises(ValueError, match="size=0"):
+        eval_groups(steps, 7, 0)
+
+
+def _eq_metrics(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
+               for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b)))
+
+
+def test_a_group_measures_each_evaluation_in_its_slot():
+    """A run resumed inside a group measures the evaluations left in their slots of the full
+    stack: the same bits as the uninterrupted run. (A compact stack of the evaluations left has
+    fewer rows, and this BLAS rounds small products by their row count and tile position.)"""
+    from rfscaling.dynamics.loop import _take, measure_group
+    from rfscaling.hooks import EvalGroup
+
+    _, data, dyn, info = _setup(T=0.02, n_steps=400, n_evals=15)
+    state, taken = dyn.init(make_generator(1, "dyn")), []
+    for i, s in enumerate(info.eval_steps[:8]):
+        state = dyn.advance(state, int(s) - state.step) if s > state.step else state
+        taken.append(_take(i, state))
+    group = EvalGroup(0, 8)
+    full = measure_group(group, taken, dyn, data.target_weights, data.eigenvalues, info.theory)
+    for k in range(1, 8):
+        part = measure_group(group, taken[k:], dyn, data.target_weights, data.eigenvalues, info.theory)
+        assert [s.index for s in part] == list(range(k, 8))
+        for a, b in zip(full[k:], part):
+            assert torch.equal(a.train_error, b.train_error) and _eq_metrics(a.metrics, b.metrics)
+    # against the single-evaluation path: equal to rounding, and the measurement is the direct one
+    for s in full:
+        one = measure(s.weights, s.target_weights, s.eigenvalues, dyn.train_errors(s.weights))
+        torch.testing.assert_close(s.train_error, dyn.train_errors(s.weights), rtol=1e-12, atol=0)
+        assert s.metrics.generalization_error == pytest.approx(one.generalization_error, rel=1e-12)
+        np.testing.assert_allclose(s.metrics.mode_bias, one.mode_bias, rtol=1e-10, atol=1e-300)
+    with pytest.raises(ValueError, match="not in the group"):
+        group.slot(8)
+
+
+@pytest.mark.parametrize("stop_at", [3, 9])
+def test_grouped_evaluation_is_the_one_at_a_time_run(stop_at):
+    """The same Langevin run evaluated in groups and one at a time: the hooks see the same
+    evaluations (the same weights, bit for bit; errors equal to rounding) and a stop inside a
+    group (evaluation 3 of the group 0..4; 9 is a group of one) ends the run at that
+    evaluation: the same weights and noise-generator state as the one-at-a-time run."""
+    from rfscaling.dynamics import eval_groups
+
+    task, data, dyn, info = _setup(T=0.02, n_steps=400, n_evals=15)
+    val = sample_eigen_validation(task, data, 50, make_generator(9))
+    assert [(g.first, g.size) for g in eval_groups(info.eval_steps, 7)][:2] == [(0, 5), (5, 2)]
+    out = {}
+    for size in (8, 1):
+        rec, es = Recorder(stop_at=stop_at), EarlyStoppingHook(val)
+        state = dyn.init(make_generator(1, "dyn"))
+        state, summary = simulate(dyn, state, info, [es, rec], target_weights=data.target_weights,
+                                  eigenvalues=data.eigenvalues, progress=False, chunk=7, group_size=size)
+        out[size] = rec, es, state, summary
+    (rec8, es8, st8, su8), (rec1, es1, st1, su1) = out[8], out[1]
+    assert [s.index for s in rec8.snaps] == [s.index for s in rec1.snaps] == list(range(stop_at + 1))
+    for a, b in zip(rec8.snaps, rec1.snaps):
+        assert torch.equal(a.weights, b.weights) and torch.equal(a.rng_state, b.rng_state)
+        torch.testing.assert_close(a.train_error, b.train_error, rtol=1e-12, atol=0)
+        assert a.metrics.generalization_error == pytest.approx(b.metrics.generalization_error, rel=1e-12)
+    for a, b in zip(es8.history, es1.history):
+        assert a["validation_error"] == pytest.approx(b["validation_error"], rel=1e-12)
+    assert st8.step == st1.step == info.eval_steps[stop_at] and su8.final.step == st8.step
+    assert torch.equal(st8.weights, st1.weights)
+    assert torch.equal(st8.generator.get_state(), st1.generator.get_state())
+    assert su8.stop_reason == su1.stop_reason == "recorder says stop" and su8.compute_macs == su1.compute_macs

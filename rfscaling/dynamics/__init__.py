@@ -22,9 +22,10 @@ from rfscaling.dynamics.exact import (
     flow_factor,
     posterior_sample,
 )
-from rfscaling.dynamics.loop import advance_calls, make_snapshot, simulate
+from rfscaling.dynamics.loop import EVAL_GROUP, advance_calls, eval_groups, make_snapshot, simulate
 
 __all__ = [
+    "EVAL_GROUP",
     "FORMS",
     "MAX_STRIDE",
     "advance_calls",
@@ -38,6 +39,7 @@ __all__ = [
     "State",
     "choose_form",
     "design_gram",
+    "eval_groups",
     "exact_moments",
     "flow_factor",
     "hessian_top_eigenvalue",

@@ -194,10 +194,14 @@ class EnsembleReadout:
     _Xt: torch.Tensor
 
     def train_errors(self, weights: torch.Tensor) -> torch.Tensor:
-        """(1/P) |y - X w|^2 per member, (D, R). Always from the weights alone: a residual cached
-        by the kernel form was 0.2 ms cheaper per evaluation but made a run rebuilt from its
-        final checkpoint report a different last digit."""
-        resid = torch.baddbmm(self.data.labels, weights, self._Xt, beta=-1.0)
+        """(1/P) |y - X w|^2 per member, (D, R); for K evaluations stacked as (D, K R, N)
+        (``EvalGroup.stack``), (D, K R). Always from the weights alone: a residual cached by the
+        kernel form was 0.2 ms cheaper per evaluation but made a run rebuilt from its final
+        checkpoint report a different last digit."""
+        labels = self.data.labels  # (D, R, P): replicas differ in their label noise
+        if weights.shape[1] != labels.shape[1]:
+            labels = labels.repeat(1, weights.shape[1] // labels.shape[1], 1)
+        resid = torch.baddbmm(labels, weights, self._Xt, beta=-1.0)
         return (resid**2).mean(dim=-1)
 
     def macs_per_step(self) -> int:

@@ -3,6 +3,7 @@ eigenmode measurement, TensorBoard, early stopping and checkpoints."""
 
 from rfscaling.hooks.base import (
     Divergence,
+    EvalGroup,
     Hook,
     RunInfo,
     RunSummary,
@@ -17,7 +18,7 @@ from rfscaling.hooks.base import (
 from rfscaling.hooks.budget import BudgetHook
 from rfscaling.hooks.checkpoint import CHECKPOINT_NAME, CheckpointHook, load_checkpoint
 from rfscaling.hooks.early_stopping import EarlyStoppingHook
-from rfscaling.hooks.eigenmode import METRICS_COLUMNS, EigenmodeHook, EnsembleMetrics, measure
+from rfscaling.hooks.eigenmode import METRICS_COLUMNS, EigenmodeHook, EnsembleMetrics, measure, measure_many
 from rfscaling.hooks.tensorboard import TensorBoardHook
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Divergence",
     "EarlyStoppingHook",
     "EigenmodeHook",
+    "EvalGroup",
     "EnsembleMetrics",
     "Hook",
     "RunInfo",
@@ -42,4 +44,5 @@ __all__ = [
     "load_checkpoint",
     "log_spaced_steps",
     "measure",
+    "measure_many",
 ]

@@ -4,6 +4,12 @@ A hook implements any of ``on_start(info)``, ``on_eval(snapshot) -> StopRequest 
 ``on_end(summary)``. Every evaluation hands all hooks the same immutable :class:`Snapshot`
 (frozen dataclass, tensors cloned); hooks never see the trainer or the dynamics. A hook that
 keeps state across a resume also implements ``state_dict()`` / ``load_state_dict(d)``.
+
+Evaluations close together in steps are measured as a group (:class:`EvalGroup`): the loop
+trains through the group first, then measures all its snapshots with one product per matrix
+instead of one per evaluation. A hook with its own per-evaluation products may implement
+``prepare(group, snapshots)``, called once per group before the snapshots' ``on_eval`` calls,
+to compute them the same way. ``on_eval`` still sees the snapshots one by one, in order.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "TheoryCurve",
     "RunSummary",
     "Divergence",
+    "EvalGroup",
     "log_spaced_steps",
     "atomic_write",
 ]
@@ -122,8 +129,9 @@ class Snapshot:
     (cloned, detached); ``train_error`` (D, R) per member; ``eigenvalues`` (N,);
     ``theory`` the DMFT at this time (or None); ``rng_state`` the noise generator's state
     after this evaluation (for checkpoints); ``error_offset`` the target power the features
-    cannot represent (added to E_g and bias). ``metrics`` is the eigenmode measurement,
-    computed once on first use and shared by all hooks.
+    cannot represent (added to E_g and bias). ``metrics`` is the eigenmode measurement, shared
+    by all hooks: ``measured`` when the loop computed it for the whole group, else computed
+    once on first use.
     """
 
     index: int
@@ -136,12 +144,46 @@ class Snapshot:
     theory: Optional[TheoryPoint] = None
     rng_state: Optional[torch.Tensor] = None
     error_offset: float = 0.0
+    measured: Any = field(default=None, repr=False, compare=False)
 
     @cached_property
     def metrics(self):
+        if self.measured is not None:
+            return self.measured
         from rfscaling.hooks.eigenmode import measure
 
         return measure(self.weights, self.target_weights, self.eigenvalues, self.train_error, self.error_offset)
+
+
+@dataclass(frozen=True)
+class EvalGroup:
+    """Consecutive evaluations ``first .. first + size - 1`` measured together.
+
+    Evaluation ``i`` always sits in slot ``i - first`` of a stack of ``size`` slots (absent
+    ones zero), also when a resumed run starts inside the group: every product then has the
+    same shapes as in the uninterrupted run and gives the same bits."""
+
+    first: int
+    size: int
+
+    def slot(self, index: int) -> int:
+        if not self.first <= index < self.first + self.size:
+            raise ValueError(f"evaluation {index} is not in the group {self.first}..{self.first + self.size - 1}")
+        return index - self.first
+
+    def stack(self, indices, tensors) -> torch.Tensor:
+        """Per-evaluation tensors (D, R, ...) -> one (D, size * R, ...) stack (row slot * R + r)."""
+        tensors = list(tensors)
+        t0 = tensors[0]
+        out = t0.new_zeros((t0.shape[0], self.size) + tuple(t0.shape[1:]))
+        for i, t in zip(indices, tensors):
+            out[:, self.slot(i)] = t
+        return out.reshape((t0.shape[0], self.size * t0.shape[1]) + tuple(t0.shape[2:]))
+
+    def unstack(self, stacked: torch.Tensor) -> torch.Tensor:
+        """The inverse layout: (D, size * R, ...) -> (size, D, R, ...)."""
+        D, SR = stacked.shape[:2]
+        return stacked.reshape((D, self.size, SR // self.size) + tuple(stacked.shape[2:])).transpose(0, 1)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from rfscaling.data.ensemble import ValidationData
-from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest
+from rfscaling.hooks.base import EvalGroup, RunInfo, RunSummary, Snapshot, StopRequest
 
 __all__ = ["EarlyStoppingHook"]
 
@@ -31,6 +31,7 @@ class EarlyStoppingHook:
         self.min_delta = float(min_delta)
         self.theory_times: Optional[np.ndarray] = None
         self.theory_eg: Optional[np.ndarray] = None
+        self._prepared: dict[int, np.ndarray] = {}  # evaluation index -> per-member errors (D, R)
         self._reset()
 
     def _reset(self) -> None:
@@ -40,12 +41,22 @@ class EarlyStoppingHook:
         self.triggered: Optional[dict] = None
 
     def on_start(self, info: RunInfo) -> None:
+        self._prepared = {}
         if info.theory is not None:
             self.theory_times = np.asarray(info.theory.times)
             self.theory_eg = np.asarray(info.theory.generalization_error)
 
+    def prepare(self, group: EvalGroup, snapshots: list[Snapshot]) -> None:
+        """The validation errors of a group's snapshots, one product for all (in their slots)."""
+        W = group.stack([s.index for s in snapshots], [s.weights for s in snapshots])
+        errs = group.unstack(self.validation.errors(W)).cpu().numpy()  # (size, D, R)
+        self._prepared = {s.index: errs[group.slot(s.index)] for s in snapshots}
+
     def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]:
-        per_d = self.validation.errors(snapshot.weights).cpu().numpy().astype(np.float64).mean(1)  # (D,)
+        errs = self._prepared.pop(snapshot.index, None)
+        if errs is None:  # not prepared (a caller outside the loop): this snapshot alone
+            errs = self.validation.errors(snapshot.weights).cpu().numpy()
+        per_d = errs.astype(np.float64).mean(1)  # (D,)
         val = float(per_d.mean())
         se = float(per_d.std(ddof=1) / math.sqrt(per_d.size)) if per_d.size > 1 else float("nan")
         m = snapshot.metrics

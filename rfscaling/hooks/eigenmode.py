@@ -27,7 +27,7 @@ import torch
 
 from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest, atomic_write
 
-__all__ = ["EnsembleMetrics", "measure", "EigenmodeHook", "METRICS_COLUMNS", "atomic_write"]
+__all__ = ["EnsembleMetrics", "measure", "measure_many", "EigenmodeHook", "METRICS_COLUMNS", "atomic_write"]
 
 METRICS_COLUMNS = (
     "time", "step", "E_g", "E_g_theory", "bias", "bias_theory", "variance", "variance_theory",
@@ -56,10 +56,10 @@ class EnsembleMetrics:
 
 
 def _mean_se(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error over the leading (dataset) axis."""
-    D = x.shape[0]
-    m = x.mean(0)
-    se = x.std(0, ddof=1) / math.sqrt(D) if D > 1 else np.full_like(m, np.nan)
+    """Mean and standard error over the dataset axis (axis 1 of (K, D, ...))."""
+    D = x.shape[1]
+    m = x.mean(1)
+    se = x.std(1, ddof=1) / math.sqrt(D) if D > 1 else np.full_like(m, np.nan)
     return m, se
 
 
@@ -80,30 +80,43 @@ def measure(weights: torch.Tensor, target_weights: torch.Tensor, eigenvalues: to
     ``error_offset`` (the unexplained target power, e.g. teacher modes beyond the student's N,
     or what random features cannot represent) is added to the totals E_g and bias, so that
     E_g = E_x[(f(x) - f*(x))^2] against the full clean target; per-mode arrays exclude it."""
-    # numpy on host copies: one transfer per evaluation, and on these small arrays numpy's
-    # per-call cost is a fraction of torch's (0.19 vs 0.37 ms for the default run)
+    return measure_many(weights[None], target_weights, eigenvalues, train_error[None], error_offset)[0]
+
+
+def measure_many(weights: torch.Tensor, target_weights: torch.Tensor, eigenvalues: torch.Tensor,
+                 train_error: torch.Tensor, error_offset: float = 0.0) -> list[EnsembleMetrics]:
+    """:func:`measure` for K evaluations at once: ``weights`` (K, D, R, N), ``train_error``
+    (K, D, R); one list entry per evaluation."""
+    # numpy on host copies: one transfer per group, and on these small arrays numpy's per-call
+    # cost is a fraction of torch's (0.19 vs 0.37 ms for the default run, one evaluation)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged group: the loop reports it
+        return _measure_many(weights, target_weights, eigenvalues, train_error, error_offset)
+
+
+def _measure_many(weights, target_weights, eigenvalues, train_error, error_offset) -> list[EnsembleMetrics]:
     w = weights.detach().cpu().numpy().astype(np.float64)
-    e = w - target_weights.detach().cpu().numpy().astype(np.float64)[:, None, :]  # (D, R, N)
+    e = w - target_weights.detach().cpu().numpy().astype(np.float64)[None, :, None, :]  # (K, D, R, N)
     lam = eigenvalues.detach().cpu().numpy().astype(np.float64)
-    R = e.shape[1]
-    err = lam * np.einsum("drn,drn->dn", e, e) / R  # (D, N)
+    R = e.shape[2]
+    err = lam * np.einsum("kdrn,kdrn->kdn", e, e) / R  # (K, D, N)
     if R > 1:
-        em = e.mean(1)
-        d = e - em[:, None, :]
-        var = lam * np.einsum("drn,drn->dn", d, d) / (R - 1)
+        em = e.mean(2)
+        d = e - em[:, :, None, :]
+        var = lam * np.einsum("kdrn,kdrn->kdn", d, d) / (R - 1)
         bias = lam * em**2 - var / R
     else:
         var = np.full_like(err, np.nan)
         bias = np.full_like(err, np.nan)
     off = float(error_offset)
-    train = train_error.detach().cpu().numpy().astype(np.float64).mean(1)
-    tot = np.stack([err.sum(-1) + off, bias.sum(-1) + off, var.sum(-1), train], 1)
+    train = train_error.detach().cpu().numpy().astype(np.float64).mean(2)  # (K, D)
+    tot = np.stack([err.sum(-1) + off, bias.sum(-1) + off, var.sum(-1), train], -1)  # (K, D, 4)
     tm, tse = _mean_se(tot)
     me, mse = _mean_se(err)
-    return EnsembleMetrics(
-        float(tm[0]), float(tse[0]), float(tm[1]), float(tse[1]), float(tm[2]), float(tse[2]),
-        float(tm[3]), float(tse[3]), me, mse, bias.mean(0), var.mean(0),
-    )
+    bias_m, var_m = bias.mean(1), var.mean(1)
+    return [EnsembleMetrics(
+        float(tm[k, 0]), float(tse[k, 0]), float(tm[k, 1]), float(tse[k, 1]), float(tm[k, 2]), float(tse[k, 2]),
+        float(tm[k, 3]), float(tse[k, 3]), me[k], mse[k], bias_m[k], var_m[k],
+    ) for k in range(w.shape[0])]
 
 
 class EigenmodeHook:
