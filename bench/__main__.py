@@ -1,7 +1,7 @@
 """The whole benchmark suite in one command: the theory engine, then the training testbed.
 
     python -m bench --quick              # under two minutes on 2 CPU cores
-    python -m bench                      # full sizes (about 11 minutes on 2 cores)
+    python -m bench                      # full sizes (about 14 minutes on 2 cores)
     python -m bench --device cuda        # the testbed part on a GPU (the theory runs on numpy)
 
 Writes bench/results/theory.json, bench/results/train.json and bench/results/suite.json (both

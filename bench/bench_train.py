@@ -1,9 +1,9 @@
 """Benchmark of the training testbed: throughput of the batched ensemble against a naive per-seed
-loop, achieved FLOP/s against plain bmm, whole strided runs, hook overhead (the default run and
-N = P = 1024), and the exact integrator against Euler stepping; all figures measured side by
-side in one process.
+loop, achieved FLOP/s against plain bmm, whole strided runs, hook overhead (the default run,
+N = P = 1024 and, in full mode, 2048), and the exact integrator against Euler stepping; all
+figures measured side by side in one process.
 
-    python -m bench.bench_train                  # full (~9 min on 2 cores)
+    python -m bench.bench_train                  # full (~12 min on 2 cores)
     python -m bench.bench_train --quick          # N = P = 1024 only, fewer rounds (~90 s)
     python -m bench.bench_train --device cuda    # the same suite on a GPU
 
