@@ -243,6 +243,47 @@ def test_cuda_matches_cpu():
         torch.testing.assert_close(out["cpu", stride], out["cuda", stride], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
+def test_cuda_grouped_evaluation_and_rollback():
+    """On the GPU: a Langevin run evaluated in groups and one at a time sees the same weights
+    and ends a stop inside a group at that evaluation, with the CUDA generator's state restored."""
+    from rfscaling.dynamics import simulate
+    from rfscaling.hooks import RunInfo, StopRequest, log_spaced_steps
+
+    task = power_law_eigen_task(64, 1.0, 1.0, label_noise=0.1)
+    data = sample_eigen_ensemble(task, 32, 2, 2, make_generator(0, device="cpu"), dtype=F64)
+    data = EnsembleData(*(getattr(data, f).to("cuda") for f in ("features", "labels", "target_weights", "eigenvalues", "target_second_moment")), data.label_noise)
+    dyn = EulerDynamics(data, DynamicsParams(temperature=0.02))
+    steps = log_spaced_steps(400, 15)
+    info = RunInfo(task.eigenvalues, steps * dyn.dt, steps, dyn.dt, 2, 2, 32)
+
+    class Stop:
+        def __init__(self):
+            self.weights = []
+
+        def on_start(self, info):
+            pass
+
+        def on_eval(self, snap):
+            self.weights.append(snap.weights.cpu())
+            return StopRequest("stop") if snap.index == 3 else None
+
+        def on_end(self, summary):
+            pass
+
+    out = {}
+    for size in (8, 1):
+        hook = Stop()
+        state, _ = simulate(dyn, dyn.init(make_generator(1, device="cuda")), info, [hook],
+                            target_weights=data.target_weights, eigenvalues=data.eigenvalues, progress=False,
+                            chunk=7, group_size=size)
+        out[size] = hook.weights, state
+    assert all(torch.equal(a, b) for a, b in zip(out[8][0], out[1][0])) and len(out[8][0]) == 4
+    assert out[8][1].step == out[1][1].step == steps[3]
+    assert torch.equal(out[8][1].generator.get_state(), out[1][1].generator.get_state())
+
+
 def _numpy_euler(X, Y, w0, dt, wd, steps):
     """Independent reference: the Euler recursion w <- w - dt (X^T (X w - y) + wd w), per member."""
     W = w0.copy()
