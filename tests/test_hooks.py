@@ -906,3 +906,49 @@ def test_grouped_evaluation_is_the_one_at_a_time_run(stop_at):
     assert torch.equal(st8.weights, st1.weights)
     assert torch.equal(st8.generator.get_state(), st1.generator.get_state())
     assert su8.stop_reason == su1.stop_reason == "recorder says stop" and su8.compute_macs == su1.compute_macs
+
+
+@pytest.mark.parametrize("stop_at", [2, 4, 5])
+def test_a_halted_run_rebuilt_from_its_finished_checkpoint_reports_the_same_final(tmp_path, stop_at):
+    """A run halted inside a group (2), at a group's end (4) or at the start of the next (5),
+    then rebuilt from its finished checkpoint (``start_index`` past the end, as the app does
+    after a kill between the checkpoint and summary.json): the final snapshot is the stop
+    evaluation, measured in its own group and slot, with its own theory point."""
+    _, data, dyn, info = _setup(T=0.02, n_steps=400, n_evals=15)
+    ck = CheckpointHook(tmp_path, every=100, identity="x")
+    _, first = _run(dyn, data, info, [Recorder(stop_at=stop_at), ck])
+    ckpt = load_checkpoint(tmp_path, "x")
+    assert ckpt["finished"] and ckpt["index"] == stop_at
+    gen = make_generator(5)
+    gen.set_state(ckpt["rng_state"])
+    state = State(ckpt["weights"], ckpt["step"], ckpt["time"], gen)
+    _, again = _run(EulerDynamics(data, dyn.params), data, dataclasses.replace(info, start_index=len(info.eval_steps)),
+                    [], state=state)
+    a, b = first.final, again.final
+    assert b.index == a.index == stop_at and b.step == a.step
+    assert torch.equal(a.weights, b.weights) and torch.equal(a.train_error, b.train_error)
+    assert _eq_metrics(a.metrics, b.metrics)
+    assert b.theory.generalization_error == info.theory.generalization_error[stop_at]
+
+
+def test_wall_clock_budget_stops_where_evaluating_one_at_a_time_would():
+    """The budget compares the clock when the run reached an evaluation, not when its group was
+    handed over: with 20 ms per step and 50 ms of budget, evaluation 3 (step 4, ~80 ms) is the
+    first past the deadline, grouped or not (the earlier ones are at 0-40 ms)."""
+    import time
+
+    _, data, dyn0, info = _setup(T=0.02, n_steps=400, n_evals=15)
+
+    class Slow(EulerDynamics):
+        def advance(self, state, n):
+            time.sleep(0.02 * n)
+            return super().advance(state, n)
+
+    ends = {}
+    for size in (8, 1):
+        dyn = Slow(data, dyn0.params)
+        state, summary = simulate(dyn, dyn.init(make_generator(1, "dyn")), info, [BudgetHook(max_wall_s=0.05)],
+                                  target_weights=data.target_weights, eigenvalues=data.eigenvalues, progress=False,
+                                  chunk=7, group_size=size)
+        ends[size] = summary.final.index, state.step, summary.stop_reason
+    assert ends[8] == ends[1] == (3, 4, "budget: 0.05 s of wall time")

@@ -16,8 +16,9 @@ the run ends exactly where it would have ended evaluating one at a time; the was
 at most one chunk. Groups are a function of the whole run's schedule and every evaluation keeps
 its slot in the group's stack, so a resumed run computes the same bits.
 
-Divergence guard: every evaluation first checks that the weights and training errors are
-finite (one pass over the weights, cheap next to the measurement). A non-finite evaluation is
+Divergence guard: every evaluation is checked for finite weights and training errors (one
+pass over the weights, cheap next to the measurement) before any hook sees it (``prepare``
+gets only the finite ones before the first non-finite one). A non-finite evaluation is
 not handed to the hooks; the run ends there with ``RunSummary.divergence`` set and ``final``
 the last finite snapshot, so hooks keep only finite rows and the checkpoint hook keeps its last
 (finite) checkpoint. Hooks with a ``close()`` method are closed when the loop is left by an
@@ -91,11 +92,12 @@ class _Taken:
     time: float
     weights: torch.Tensor
     rng_state: torch.Tensor
+    wall_clock: float
 
 
 def _take(index: int, state: State) -> _Taken:
     return _Taken(index, int(state.step), float(state.time), state.weights.detach().clone(),
-                  state.generator.get_state())  # get_state is already a copy
+                  state.generator.get_state(), _time.perf_counter())  # get_state is already a copy
 
 
 def _restore(snap: Snapshot, generator: torch.Generator) -> State:
@@ -120,7 +122,7 @@ def measure_group(group: EvalGroup, taken: Sequence[_Taken], dynamics, target_we
             index=t.index, time=t.time, step=t.step, weights=t.weights, target_weights=target_weights,
             eigenvalues=eigenvalues, train_error=train[k].clone(),
             theory=theory.at(t.index) if theory is not None else None, rng_state=t.rng_state,
-            error_offset=float(error_offset), measured=metrics[k]))
+            error_offset=float(error_offset), measured=metrics[k], wall_clock=t.wall_clock))
     return out
 
 
@@ -258,8 +260,11 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
         raise
     finally:
         bar.close()
-    if snap is None:  # nothing left to evaluate (resumed after the last evaluation)
-        last = steps.size - 1
+    if snap is None:  # nothing left to evaluate (resumed from a finished checkpoint)
+        # the evaluation the run ended at (a halt may have ended it before the last), measured
+        # in its own group and slot as when the run reached it
+        at = np.flatnonzero(steps == state.step)
+        last = int(at[-1]) if at.size else steps.size - 1
         snap = measure(groups[group_of[last]], [_take(last, state)])[0]
     wall = _time.perf_counter() - t0
     summary = RunSummary(final=snap, stop_reason=reason, wall_time_s=wall,

@@ -9,7 +9,10 @@ Evaluations close together in steps are measured as a group (:class:`EvalGroup`)
 trains through the group first, then measures all its snapshots with one product per matrix
 instead of one per evaluation. A hook with its own per-evaluation products may implement
 ``prepare(group, snapshots)``, called once per group before the snapshots' ``on_eval`` calls,
-to compute them the same way. ``on_eval`` still sees the snapshots one by one, in order.
+to compute them the same way; a stop request earlier in the group means some prepared
+snapshots never reach ``on_eval`` (so ``prepare`` must not change the hook's recorded state).
+``on_eval`` still sees the snapshots one by one, in order; a hook that acts on wall time reads
+``snapshot.wall_clock`` (when the run reached the evaluation), not the clock at ``on_eval``.
 """
 
 from __future__ import annotations
@@ -131,7 +134,8 @@ class Snapshot:
     after this evaluation (for checkpoints); ``error_offset`` the target power the features
     cannot represent (added to E_g and bias). ``metrics`` is the eigenmode measurement, shared
     by all hooks: ``measured`` when the loop computed it for the whole group, else computed
-    once on first use.
+    once on first use. ``wall_clock``: ``time.perf_counter()`` when the run reached this
+    evaluation (hooks see it later, after the rest of its group was trained).
     """
 
     index: int
@@ -145,6 +149,7 @@ class Snapshot:
     rng_state: Optional[torch.Tensor] = None
     error_offset: float = 0.0
     measured: Any = field(default=None, repr=False, compare=False)
+    wall_clock: Optional[float] = None  # time.perf_counter() when the run reached this evaluation
 
     @cached_property
     def metrics(self):

@@ -29,7 +29,10 @@ class BudgetHook:
         self._count += 1
         if self.max_evals is not None and self._count >= self.max_evals:
             return StopRequest(f"budget: {self._count} evaluations in this process", resumable=True)
-        if self.max_wall_s is not None and time.perf_counter() - self._t0 >= self.max_wall_s:
+        # the clock when the run reached this evaluation: it is handed over after the rest of
+        # its evaluation group was trained, and the run goes back to it on a stop
+        now = snapshot.wall_clock if snapshot.wall_clock is not None else time.perf_counter()
+        if self.max_wall_s is not None and now - self._t0 >= self.max_wall_s:
             return StopRequest(f"budget: {self.max_wall_s:g} s of wall time", resumable=True)
         return None
 
