@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 __all__ = [
     "ConfigError",
+    "MissingPackage",
     "EXIT_BAD_INPUT",
     "EXIT_SWEEP_FAILED",
     "ERROR_FILE",
@@ -66,6 +67,31 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={_show(value)}: {allowed}")
 
 
+class MissingPackage(ValueError):
+    """An optional package is not installed: one line naming the pip command; exit status 2."""
+
+    def __init__(self, feature: str, package: str, pip: str) -> None:
+        self.package = package
+        super().__init__(f"{feature} needs the package {package}, which is not installed: pip install {pip}")
+
+
+#: Hydra launcher plugins by the name Hydra cannot load without them, and what installs them.
+LAUNCHER_PACKAGES = {
+    "submitit_slurm": ("hydra-submitit-launcher", "'rfscaling[slurm]'"),
+    "submitit_local": ("hydra-submitit-launcher", "'rfscaling[slurm]'"),
+    "joblib": ("hydra-joblib-launcher", "hydra-joblib-launcher"),
+}
+
+
+def _launcher_hint(line: str) -> str:
+    """Hydra says only "Could not load 'hydra/launcher/<name>'" when a launcher plugin is not
+    installed; name the package and the pip command too."""
+    for name, (package, pip) in LAUNCHER_PACKAGES.items():
+        if f"Could not load 'hydra/launcher/{name}'" in line:
+            return f"{line.rstrip('.')}: the launcher needs the package {package}, which is not installed: pip install {pip}"
+    return line
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "null"
@@ -98,7 +124,7 @@ def one_line(exc: BaseException) -> str:
                 parts.append(first)
         cur = cur.__cause__
     msg = ": ".join(parts) if parts else type(exc).__name__
-    return " ".join(msg.split())
+    return _launcher_hint(" ".join(msg.split()))
 
 
 def _bad_input_types() -> tuple[type, ...]:

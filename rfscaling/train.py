@@ -67,6 +67,7 @@ from rfscaling.hooks import (
     log_spaced_steps,
     remove_stale_temp_files,
 )
+from rfscaling.hooks.pause import pause_hook_from_env
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,9 @@ def _run(spec: TrainSpec, out: Path, identity: str, t_start: float, tb_hook: Opt
     ckpt_dir = out / "checkpoints"
     if hs.checkpoint:
         hooks.append(CheckpointHook(ckpt_dir, hs.checkpoint_every, stateful, identity))
+    pause = pause_hook_from_env()  # tests only: freeze after evaluation k, last of the hooks
+    if pause is not None:
+        hooks.append(pause)
 
     gen = make_generator(ps.seed, DYNAMICS_STREAM, device=data.features.device)
     state = dyn.init(gen)

@@ -931,17 +931,20 @@ def test_a_halted_run_rebuilt_from_its_finished_checkpoint_reports_the_same_fina
     assert b.theory.generalization_error == info.theory.generalization_error[stop_at]
 
 
-def test_wall_clock_budget_stops_where_evaluating_one_at_a_time_would():
+def test_wall_clock_budget_stops_where_evaluating_one_at_a_time_would(monkeypatch):
     """The budget compares the clock when the run reached an evaluation, not when its group was
-    handed over: with 20 ms per step and 50 ms of budget, evaluation 3 (step 4, ~80 ms) is the
-    first past the deadline, grouped or not (the earlier ones are at 0-40 ms)."""
+    handed over: with 20 ms per step and 50 ms of budget, evaluation 3 (step 4, 80 ms) is the
+    first past the deadline, grouped or not (the earlier ones are at 0-40 ms). The clock is a
+    fake that only the steps advance, so a loaded machine cannot move the deadline."""
     import time
 
     _, data, dyn0, info = _setup(T=0.02, n_steps=400, n_evals=15)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
 
     class Slow(EulerDynamics):
         def advance(self, state, n):
-            time.sleep(0.02 * n)
+            clock[0] += 0.02 * n
             return super().advance(state, n)
 
     ends = {}

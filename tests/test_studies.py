@@ -278,14 +278,12 @@ def test_rerun_skips_finished_jobs_and_index_can_be_rebuilt(tmp_path, capsys):
 def test_submitit_local_launcher(tmp_path):
     """The same sweep through submitit's local executor (what the SLURM preset uses on a cluster)."""
     sweep = tmp_path / "sweep"
-    t0 = time.perf_counter()
     p = _run(["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "data.P=12,-3", *TINY,
               f"hydra.sweep.dir={sweep}"], tmp_path, timeout=600)
     assert p.returncode == 1, p.stderr[-3000:]
     idx = _index(sweep).set_index("job")
     assert idx.loc[0, "status"] == "ok" and idx.loc[1, "status"] == "failed"
     assert idx.loc[1, "error"] == "data.P=-3: must be a positive integer"
-    assert time.perf_counter() - t0 < 600
 
 
 # --------------------------------------------------------------------------------------------

@@ -172,3 +172,48 @@ def test_finished_run_rebuilt_from_its_checkpoint_reports_the_same_final_numbers
     a = train(spec, tmp_path)
     b = train(spec, tmp_path, skip_completed=False)
     assert a["final"] == b["final"]
+
+
+# --------------------------------------------------------------------------------------------
+# Optional packages: one line naming the pip command, exit status 2
+
+_BLOCKED_RUN = """
+import runpy, sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # as if the package were not installed
+sys.argv = ["rfscaling-train", *sys.argv[2:]]
+runpy.run_module("rfscaling.train", run_name="__main__")
+"""
+
+
+def _run_without(packages: str, args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-c", _BLOCKED_RUN, packages, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.parametrize("packages, args, pip", [
+    ("mnist1d", ["data=mnist1d", "model=random_features"], "pip install mnist1d"),
+    ("hydra_plugins.hydra_submitit_launcher,hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+     ["-m", "hydra/launcher=slurm", "data.P=16,24"], "pip install 'rfscaling[slurm]'"),
+])
+def test_missing_optional_package_is_one_line_naming_pip(tmp_path, packages, args, pip):
+    p = _run_without(packages, [*args, *TINY, f"hydra.run.dir={tmp_path / 'run'}",
+                                f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert lines[0].startswith("error: ") and lines[0].endswith(pip), lines[0]
+
+
+def test_study_presets_and_real_data_need_no_extra(tmp_path):
+    """What the README shows runs after the core install: the study presets' joblib launcher
+    and MNIST-1D are core dependencies (the SLURM launcher alone is an extra)."""
+    import importlib.util
+
+    for module in ("hydra_plugins.hydra_joblib_launcher", "mnist1d"):
+        assert importlib.util.find_spec(module) is not None, module
+    import tomllib
+
+    deps = " ".join(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert "hydra-joblib-launcher" in deps and "mnist1d" in deps

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from rfscaling.data.ensemble import EnsembleData, ValidationData
+from rfscaling.errors import MissingPackage
 
 __all__ = [
     "gaussian_power_law_inputs",
@@ -56,7 +57,10 @@ def mnist1d_inputs(n: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     Uses ``mnist1d.data.make_dataset`` with ``get_dataset_args()`` (never the download path);
     numpy's global RNG, which the generator reseeds, is restored afterwards.
     """
-    from mnist1d.data import get_dataset_args, make_dataset
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise MissingPackage("data=mnist1d", "mnist1d", "mnist1d") from None
 
     args = get_dataset_args()
     per_class = int(math.ceil(n / 10))
