@@ -217,3 +217,43 @@ def test_study_presets_and_real_data_need_no_extra(tmp_path):
 
     deps = " ".join(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
     assert "hydra-joblib-launcher" in deps and "mnist1d" in deps
+
+
+# --------------------------------------------------------------------------------------------
+# A damaged or outdated checkpoint: one warning, moved aside, the run starts afresh
+
+
+def _damage_truncate(path: Path) -> str:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return "unreadable"
+
+
+def _damage_old_format(path: Path) -> str:
+    ckpt = torch.load(path, weights_only=False)
+    del ckpt["format"]  # as written before the identity covered dynamics.max_stride
+    ckpt["identity"] = "0123456789abcdef"
+    torch.save(ckpt, path)
+    return "another version of rfscaling"
+
+
+@pytest.mark.parametrize("damage", [_damage_truncate, _damage_old_format])
+def test_unusable_checkpoint_is_set_aside_and_the_run_starts_afresh(tmp_path, damage):
+    common = [*TINY, "dynamics.n_evals=10", "hooks.checkpoint.enabled=true", "hooks.checkpoint.every=2",
+              "hooks.progress=false"]
+    full = _cli([*common, f"hydra.run.dir={tmp_path / 'full'}"], tmp_path)
+    assert full.returncode == 0, full.stderr[-3000:]
+    run = tmp_path / "run"
+    p = _cli([*common, "+hooks.budget.max_evals=4", f"hydra.run.dir={run}"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ckpt = run / "checkpoints" / "checkpoint.pt"
+    why = damage(ckpt)
+    bad = ckpt.read_bytes()
+
+    p = _cli([*common, f"hydra.run.dir={run}"], tmp_path)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    warnings = [ln for ln in (p.stdout + p.stderr).splitlines() if "checkpoint" in ln and "WARNING" in ln]
+    assert len(warnings) == 1 and str(ckpt) in warnings[0] and why in warnings[0], p.stdout + p.stderr
+    assert (run / "checkpoints" / "checkpoint.pt.unusable-1").read_bytes() == bad  # kept, not deleted
+    s = json.loads((run / "summary.json").read_text())
+    assert s["completed"] and s["resumed_from"] is None  # afresh ...
+    assert _read_csv(run / "metrics.csv") == _read_csv(tmp_path / "full" / "metrics.csv")  # ... and whole

@@ -7,10 +7,17 @@ Files are written to a temp file in the same folder and moved into place with ``
 so a process killed at any moment leaves the previous checkpoint or the new one, never a torn
 file. A run that diverged (non-finite weights) writes no final checkpoint: the last periodic
 (finite) one is kept.
+
+A checkpoint that cannot be read (truncated, say, by a full disk or a copy cut short) or that an
+older version of rfscaling wrote (another ``format``) is not an error: it is moved aside to
+``checkpoint.pt.unusable-<n>`` (never deleted), one warning names it and why, and the run starts
+afresh. A readable checkpoint of a *different configuration* is still an error: that is a
+mistaken run directory, not a damaged file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -22,19 +29,42 @@ from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest, ato
 __all__ = ["CheckpointHook", "load_checkpoint", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Version of the checkpoint's contents; a checkpoint of another format is set aside, not resumed.
+#: 2: the run identity covers dynamics.max_stride.
+CHECKPOINT_FORMAT = 2
+
+log = logging.getLogger(__name__)
 
 
 def load_checkpoint(directory: str | os.PathLike, identity: Optional[str] = None) -> Optional[dict]:
-    """The last checkpoint in ``directory`` (None if there is none); ValueError if its identity
-    differs from ``identity``."""
+    """The last checkpoint in ``directory``; None if there is none, or if it was unusable and has
+    been moved aside (see the module docstring). ValueError if its identity differs from
+    ``identity``."""
     path = Path(directory) / CHECKPOINT_NAME
     if not path.exists():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... by damage
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return _set_aside(path, f"unreadable ({type(exc).__name__}: {reason[:200]})")
+    found = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if found != CHECKPOINT_FORMAT:
+        return _set_aside(path, f"written by another version of rfscaling (format {found}, this one reads "
+                                f"{CHECKPOINT_FORMAT})")
     if identity is not None and ckpt.get("identity") != identity:
         raise ValueError(f"checkpoint {path}: written by a different configuration; "
                          "remove it or use another run directory")
     return ckpt
+
+
+def _set_aside(path: Path, why: str) -> None:
+    n = 1
+    while (aside := path.with_name(f"{path.name}.unusable-{n}")).exists():
+        n += 1
+    os.replace(path, aside)
+    log.warning("checkpoint %s is %s: moved to %s, starting the run afresh", path, why, aside.name)
+    return None
 
 
 class CheckpointHook:
@@ -70,6 +100,7 @@ class CheckpointHook:
         """``finished``: the run ended here (completed, or stopped by a hook's request); a
         resumed run with a finished checkpoint only rewrites its outputs."""
         ckpt = {
+            "format": CHECKPOINT_FORMAT,
             "identity": self.identity,
             "index": snapshot.index,
             "step": snapshot.step,
