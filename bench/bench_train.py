@@ -384,7 +384,7 @@ class _Timers:
 @contextlib.contextmanager
 def _instrument(timers: _Timers, device):
     """Wrap (for this block only) the methods a run spends its time in with timers."""
-    import rfscaling.dynamics.loop as loop_mod
+    import rfscaling.run.loop as loop_mod
     from rfscaling.hooks import EarlyStoppingHook, EigenmodeHook, TensorBoardHook
 
     patches = []

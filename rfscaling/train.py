@@ -51,23 +51,19 @@ from rfscaling.dynamics import (
     State,
     design_gram,
     hessian_top_eigenvalue,
-    simulate,
 )
 from rfscaling.errors import ConfigError
+from rfscaling.files import atomic_write, remove_stale_temp_files
 from rfscaling.hooks import (
     BudgetHook,
     CheckpointHook,
-    Divergence,
     EarlyStoppingHook,
     EigenmodeHook,
-    RunInfo,
     TensorBoardHook,
-    atomic_write,
     load_checkpoint,
-    log_spaced_steps,
-    remove_stale_temp_files,
 )
 from rfscaling.hooks.pause import pause_hook_from_env
+from rfscaling.run import Divergence, RunInfo, log_spaced_steps, simulate
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +201,8 @@ def completed_summary(out_dir: str | os.PathLike, identity: str) -> Optional[dic
 
 
 def _f(x) -> Optional[float]:
+    if x is None:
+        return None
     x = float(x)
     return x if math.isfinite(x) else None
 
@@ -320,9 +318,9 @@ def _run(spec: TrainSpec, out: Path, identity: str, t_start: float, tb_hook: Opt
         n_replicas=data.n_replicas, n_samples=data.n_samples, hparams=dict(spec.hparams), theory=curve,
         start_index=start_index,
     )
-    state, summ = simulate(dyn, state, info, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
-                           progress=hs.progress, error_offset=problem.unexplained_variance,
-                           desc=f"{spec.dynamics} P={ps.P} N={ps.N}")
+    summ = simulate(dyn, state, info, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
+                    progress=hs.progress, error_offset=problem.unexplained_variance,
+                    desc=f"{spec.dynamics} P={ps.P} N={ps.N}").summary
     if ckpt is not None and ckpt.get("finished"):
         summ = replace(summ, stop_reason=ckpt.get("stop_reason") or summ.stop_reason,
                        completed=bool(ckpt.get("completed", summ.completed)))
@@ -360,7 +358,7 @@ def _run(spec: TrainSpec, out: Path, identity: str, t_start: float, tb_hook: Opt
         "euler_form": dyn.form if isinstance(dyn, EulerDynamics) else None,
         "euler_stride": dyn.stride if isinstance(dyn, EulerDynamics) else None,
         "dt": _f(dyn.dt),
-        "lambda_max": _f(getattr(dyn, "lambda_max", float("nan"))),
+        "lambda_max": _f(dyn.lambda_max),
         "n_steps": int(eval_steps[-1]),
         "n_parameters": data.n_modes,
         "datasets": data.n_datasets,

@@ -248,8 +248,8 @@ def test_cuda_matches_cpu():
 def test_cuda_grouped_evaluation_and_rollback():
     """On the GPU: a Langevin run evaluated in groups and one at a time sees the same weights
     and ends a stop inside a group at that evaluation, with the CUDA generator's state restored."""
-    from rfscaling.dynamics import simulate
-    from rfscaling.hooks import RunInfo, StopRequest, log_spaced_steps
+    from rfscaling.run import simulate
+    from rfscaling.run import HookBase, RunInfo, StopRequest, log_spaced_steps
 
     task = power_law_eigen_task(64, 1.0, 1.0, label_noise=0.1)
     data = sample_eigen_ensemble(task, 32, 2, 2, make_generator(0, device="cpu"), dtype=F64)
@@ -258,7 +258,7 @@ def test_cuda_grouped_evaluation_and_rollback():
     steps = log_spaced_steps(400, 15)
     info = RunInfo(task.eigenvalues, steps * dyn.dt, steps, dyn.dt, 2, 2, 32)
 
-    class Stop:
+    class Stop(HookBase):
         def __init__(self):
             self.weights = []
 
@@ -275,9 +275,9 @@ def test_cuda_grouped_evaluation_and_rollback():
     out = {}
     for size in (8, 1):
         hook = Stop()
-        state, _ = simulate(dyn, dyn.init(make_generator(1, device="cuda")), info, [hook],
-                            target_weights=data.target_weights, eigenvalues=data.eigenvalues, progress=False,
-                            chunk=7, group_size=size)
+        state = simulate(dyn, dyn.init(make_generator(1, device="cuda")), info, [hook],
+                         target_weights=data.target_weights, eigenvalues=data.eigenvalues, progress=False,
+                         chunk=7, group_size=size).state
         out[size] = hook.weights, state
     assert all(torch.equal(a, b) for a, b in zip(out[8][0], out[1][0])) and len(out[8][0]) == 4
     assert out[8][1].step == out[1][1].step == steps[3]
@@ -350,7 +350,8 @@ def test_euler_strided_stepping_matches_the_recursion_over_long_runs(P, N, wd):
 def test_choose_stride_and_plan(monkeypatch):
     """The cost model: no stride for short calls or the features form, a long one for long calls;
     Langevin noise and non-powers of two are refused; ``plan`` uses the whole run's calls."""
-    from rfscaling.dynamics import advance_calls, choose_stride
+    from rfscaling.dynamics import choose_stride
+    from rfscaling.run import advance_calls
 
     assert choose_stride([3] * 2000, 256, 4, "hessian") == 2  # 2 products instead of 3 per call pay off
     assert choose_stride([3] * 2, 256, 4, "hessian") == 1  # ... but not for two calls

@@ -10,23 +10,18 @@ import pytest
 import torch
 
 from rfscaling.data import make_generator, power_law_eigen_task, sample_eigen_ensemble, sample_eigen_validation
-from rfscaling.dynamics import DynamicsParams, EulerDynamics, State, simulate
+from rfscaling.dynamics import DynamicsParams, EulerDynamics, State
 from rfscaling.hooks import (
     METRICS_COLUMNS,
     BudgetHook,
     CheckpointHook,
     EarlyStoppingHook,
     EigenmodeHook,
-    RunInfo,
-    RunSummary,
-    Snapshot,
-    StopRequest,
     TensorBoardHook,
-    TheoryCurve,
     load_checkpoint,
-    log_spaced_steps,
-    measure,
 )
+from rfscaling.run import (HookBase, RunInfo, RunSummary, Snapshot, StopRequest, TheoryCurve, log_spaced_steps, measure,
+                           simulate)
 from rfscaling.theory import predict
 
 F64 = torch.float64
@@ -44,7 +39,7 @@ def _setup(N=60, P=20, D=3, R=3, noise=0.3, T=0.0, seed=0, n_steps=300, n_evals=
     return task, data, dyn, info
 
 
-class Recorder:
+class Recorder(HookBase):
     def __init__(self, stop_at=None):
         self.calls, self.snaps, self.stop_at = [], [], stop_at
 
@@ -64,8 +59,9 @@ class Recorder:
 
 def _run(dyn, data, info, hooks, seed=1, state=None):
     state = state or dyn.init(make_generator(seed, "dyn"))
-    return simulate(dyn, state, info, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
-                    progress=False, chunk=7)
+    res = simulate(dyn, state, info, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
+                   progress=False, chunk=7)
+    return res.state, res.summary
 
 
 def test_log_spaced_steps():
@@ -169,15 +165,17 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, T, n_steps, n_evals, chunk
     are strided: ``simulate`` plans the stride for the whole run, not for the calls left after
     the checkpoint. A stop inside an evaluation group goes back to that evaluation, and a run
     resumed inside a group measures each evaluation in its slot of the group as before."""
-    from rfscaling.dynamics import advance_calls, choose_stride, eval_groups
+    from rfscaling.dynamics import choose_stride
+    from rfscaling.run import advance_calls, eval_groups
 
     task, data, dyn, info = _setup(T=T, n_steps=n_steps, n_evals=n_evals)
     val = sample_eigen_validation(task, data, 50, make_generator(9))
 
     def run(d, hooks, state=None, inf=info):
         state = state or d.init(make_generator(1, "dyn"))
-        return simulate(d, state, inf, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
-                        progress=False, chunk=chunk)
+        res = simulate(d, state, inf, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
+                       progress=False, chunk=chunk)
+        return res.state, res.summary
 
     eig_a, es_a = EigenmodeHook(), EarlyStoppingHook(val)
     state_a, _ = run(dyn, [eig_a, es_a])
@@ -768,12 +766,12 @@ def test_a_failing_hook_does_not_leave_the_tensorboard_writer_running(tmp_path, 
     """When another hook raises in on_start or on_end, simulate still closes the TensorBoard hook:
     its writer process has exited and what was sent is on disk."""
     from rfscaling.data import ProblemSpec, make_problem
-    from rfscaling.hooks import RunInfo
+    from rfscaling.run import RunInfo
 
     data = make_problem(ProblemSpec(P=16, N=64, datasets=2, replicas=2)).data
     dyn = EulerDynamics(data, DynamicsParams())
 
-    class Failing:
+    class Failing(HookBase):
         def on_start(self, info):
             if when == "on_start":
                 raise OSError("disk full")
@@ -824,7 +822,7 @@ def test_tensorboard_queue_is_bounded(tmp_path, monkeypatch):
 
 
 def test_eval_groups_cover_the_schedule_within_size_and_span():
-    from rfscaling.dynamics import eval_groups
+    from rfscaling.run import eval_groups
 
     steps = log_spaced_steps(8313, 40)
     for chunk, size in ((415, 8), (7, 8), (415, 3), (10**6, 8), (415, 1)):
@@ -851,8 +849,8 @@ def test_a_group_measures_each_evaluation_in_its_slot():
     """A run resumed inside a group measures the evaluations left in their slots of the full
     stack: the same bits as the uninterrupted run. (A compact stack of the evaluations left has
     fewer rows, and this BLAS rounds small products by their row count and tile position.)"""
-    from rfscaling.dynamics.loop import _take, measure_group
-    from rfscaling.hooks import EvalGroup
+    from rfscaling.run.loop import _take, measure_group
+    from rfscaling.run import EvalGroup
 
     _, data, dyn, info = _setup(T=0.02, n_steps=400, n_evals=15)
     state, taken = dyn.init(make_generator(1, "dyn")), []
@@ -882,7 +880,7 @@ def test_grouped_evaluation_is_the_one_at_a_time_run(stop_at):
     evaluations (the same weights, bit for bit; errors equal to rounding) and a stop inside a
     group (evaluation 3 of the group 0..4; 9 is a group of one) ends the run at that
     evaluation: the same weights and noise-generator state as the one-at-a-time run."""
-    from rfscaling.dynamics import eval_groups
+    from rfscaling.run import eval_groups
 
     task, data, dyn, info = _setup(T=0.02, n_steps=400, n_evals=15)
     val = sample_eigen_validation(task, data, 50, make_generator(9))
@@ -891,8 +889,9 @@ def test_grouped_evaluation_is_the_one_at_a_time_run(stop_at):
     for size in (8, 1):
         rec, es = Recorder(stop_at=stop_at), EarlyStoppingHook(val)
         state = dyn.init(make_generator(1, "dyn"))
-        state, summary = simulate(dyn, state, info, [es, rec], target_weights=data.target_weights,
-                                  eigenvalues=data.eigenvalues, progress=False, chunk=7, group_size=size)
+        res = simulate(dyn, state, info, [es, rec], target_weights=data.target_weights,
+                       eigenvalues=data.eigenvalues, progress=False, chunk=7, group_size=size)
+        state, summary = res.state, res.summary
         out[size] = rec, es, state, summary
     (rec8, es8, st8, su8), (rec1, es1, st1, su1) = out[8], out[1]
     assert [s.index for s in rec8.snaps] == [s.index for s in rec1.snaps] == list(range(stop_at + 1))
@@ -950,8 +949,9 @@ def test_wall_clock_budget_stops_where_evaluating_one_at_a_time_would(monkeypatc
     ends = {}
     for size in (8, 1):
         dyn = Slow(data, dyn0.params)
-        state, summary = simulate(dyn, dyn.init(make_generator(1, "dyn")), info, [BudgetHook(max_wall_s=0.05)],
-                                  target_weights=data.target_weights, eigenvalues=data.eigenvalues, progress=False,
-                                  chunk=7, group_size=size)
+        res = simulate(dyn, dyn.init(make_generator(1, "dyn")), info, [BudgetHook(max_wall_s=0.05)],
+                       target_weights=data.target_weights, eigenvalues=data.eigenvalues, progress=False,
+                       chunk=7, group_size=size)
+        state, summary = res.state, res.summary
         ends[size] = summary.final.index, state.step, summary.stop_reason
     assert ends[8] == ends[1] == (3, 4, "budget: 0.05 s of wall time")

@@ -21,7 +21,7 @@ from rfscaling.data import (
     sample_eigen_ensemble,
 )
 from rfscaling.dynamics import DynamicsParams, EulerDynamics, ExactDynamics, posterior_sample
-from rfscaling.hooks import measure
+from rfscaling.run import measure
 from rfscaling.models import RandomFeatureMap, RandomFeatureModel, kernel_basis, teacher_coefficients
 from rfscaling.theory import predict
 

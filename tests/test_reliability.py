@@ -368,7 +368,7 @@ def test_stale_temp_files_of_killed_writers_are_removed_on_rerun(tmp_path):
     deletes it (its writer is dead) but not one whose writer is alive, nor other dot files."""
     import subprocess
 
-    from rfscaling.hooks import remove_stale_temp_files
+    from rfscaling.files import remove_stale_temp_files
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -420,7 +420,7 @@ def test_sigint_closes_hooks_and_restores_handlers(tmp_path):
 
     spec = _spec()
     spec = replace(spec, n_evals=20, hooks=replace(spec.hooks, tensorboard=True))
-    import rfscaling.dynamics.loop as loop_mod
+    import rfscaling.run.loop as loop_mod
 
     original = loop_mod.measure_group
     sizes = []

@@ -93,7 +93,7 @@ class Problem:
 
     def theory(self, times, weight_decay: float = 0.0, temperature: float = 0.0, init_variance: float = 0.0,
                modes: bool = True):
-        """DMFT curve (:class:`~rfscaling.hooks.base.TheoryCurve`) at ``times`` for this problem.
+        """DMFT curve (:class:`~rfscaling.theory.curve.TheoryCurve`) at ``times`` for this problem.
 
         The unexplained target variance ``u`` enters ``predict`` as label noise (Gaussian
         equivalence); E_g and bias are against the full clean target, so ``u`` is added to both,
@@ -101,7 +101,7 @@ class Problem:
         variance) is moved to the bias, because it is a fixed function of the inputs and hence
         identical across the replicas of a dataset (as in ``rfscaling.predict``).
         """
-        from rfscaling.hooks.base import TheoryCurve
+        from rfscaling.theory.curve import TheoryCurve
         from rfscaling.theory import predict
 
         noise = self.label_noise + self.unexplained_variance

@@ -1,12 +1,13 @@
-"""Dynamics of the linear models: Euler(-Maruyama) stepping, the exact OU integrator, the
-closed-form GP posterior, and the evaluation loop that feeds hooks."""
+"""Dynamics of the linear models: Euler(-Maruyama) stepping, the exact OU integrator and the
+closed-form GP posterior, each keeping the :class:`~rfscaling.dynamics.base.Dynamics` contract."""
+
+from rfscaling.dynamics.base import Dynamics, State
 
 from rfscaling.dynamics.euler import (
     DynamicsParams,
     FORMS,
     MAX_STRIDE,
     EulerDynamics,
-    State,
     choose_form,
     choose_stride,
     design_gram,
@@ -22,14 +23,12 @@ from rfscaling.dynamics.exact import (
     flow_factor,
     posterior_sample,
 )
-from rfscaling.dynamics.loop import EVAL_GROUP, advance_calls, eval_groups, make_snapshot, simulate
 
 __all__ = [
-    "EVAL_GROUP",
     "FORMS",
     "MAX_STRIDE",
-    "advance_calls",
     "choose_stride",
+    "Dynamics",
     "DynamicsParams",
     "EulerDynamics",
     "ExactDynamics",
@@ -39,12 +38,9 @@ __all__ = [
     "State",
     "choose_form",
     "design_gram",
-    "eval_groups",
     "exact_moments",
     "flow_factor",
     "hessian_top_eigenvalue",
-    "make_snapshot",
     "posterior_sample",
-    "simulate",
     "stable_step_size",
 ]

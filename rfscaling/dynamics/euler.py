@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import torch
 
 from rfscaling.data.ensemble import EnsembleData
+from rfscaling.dynamics.base import State
 from rfscaling.dynamics.spectral import top_eigenvalue
 
 __all__ = ["DynamicsParams", "State", "EulerDynamics", "FORMS", "MAX_STRIDE", "choose_form", "choose_stride",
@@ -71,19 +72,6 @@ class DynamicsParams:
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name}={v}: must be a finite number >= 0")
-
-
-@dataclass(frozen=True)
-class State:
-    """Ensemble state: weights (D, R, N) in eigen-coordinates, step count, time = dt * step.
-
-    ``generator`` is the torch Generator that drives the noise (advanced in place by steps).
-    """
-
-    weights: torch.Tensor
-    step: int
-    time: float
-    generator: torch.Generator
 
 
 def design_gram(features: torch.Tensor) -> torch.Tensor:
@@ -211,6 +199,7 @@ class EnsembleReadout:
 
 
 class EulerDynamics(EnsembleReadout):
+    stepwise = True  # cost in proportion to the steps: the loop advances in progress chunks
     """Euler(-Maruyama) integrator of the ensemble; see the module docstring."""
 
     def __init__(self, data: EnsembleData, params: DynamicsParams, dt: float | None = None,

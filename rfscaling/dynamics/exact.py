@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import torch
 
 from rfscaling.data.ensemble import EnsembleData
-from rfscaling.dynamics.euler import DynamicsParams, EnsembleReadout, State, init_weights
+from rfscaling.dynamics.base import State
+from rfscaling.dynamics.euler import DynamicsParams, EnsembleReadout, init_weights
 
 __all__ = ["HessianEigen", "ExactDynamics", "PosteriorDynamics", "ExactMoments", "exact_moments", "posterior_sample", "flow_factor"]
 
@@ -114,6 +115,8 @@ class ExactDynamics(EnsembleReadout):
     grid (``time = dt * step``), there is no discretisation error.
     """
 
+    stepwise = False  # one jump per call, whatever its length
+
     def __init__(self, data: EnsembleData, params: DynamicsParams, dt: float = 1.0,
                  eig: HessianEigen | None = None) -> None:
         self.data = data
@@ -129,6 +132,9 @@ class ExactDynamics(EnsembleReadout):
     def lambda_max(self) -> float:
         """Largest Hessian eigenvalue over the datasets."""
         return float(self.eig.h.max())
+
+    def plan(self, call_lengths) -> int:
+        return 1  # a jump costs the same for any length: nothing to plan
 
     def init(self, generator: torch.Generator) -> State:
         D, R = self.data.n_datasets, self.data.n_replicas
@@ -288,6 +294,8 @@ class PosteriorDynamics:
     sample per replica in closed form (state time = inf); ``advance`` is the identity."""
 
     dt = math.inf
+    stepwise = False
+    lambda_max = None
 
     def __init__(self, data: EnsembleData, params: DynamicsParams, eig: HessianEigen | None = None) -> None:
         self.data = data
@@ -302,6 +310,9 @@ class PosteriorDynamics:
 
     def advance(self, state: State, n_steps: int) -> State:
         return state
+
+    def plan(self, call_lengths) -> int:
+        return 1
 
     def train_errors(self, weights: torch.Tensor) -> torch.Tensor:
         return self._exact.train_errors(weights)

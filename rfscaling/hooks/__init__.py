@@ -1,24 +1,10 @@
-"""Observers of a training run: the protocol (start / evaluation snapshots / end), the
-eigenmode measurement, TensorBoard, early stopping and checkpoints."""
+"""Observers of a training run (the :class:`~rfscaling.run.hook.Hook` contract): the eigenmode
+record, TensorBoard, early stopping, checkpoints, budgets."""
 
-from rfscaling.hooks.base import (
-    Divergence,
-    EvalGroup,
-    Hook,
-    RunInfo,
-    RunSummary,
-    Snapshot,
-    StopRequest,
-    TheoryCurve,
-    TheoryPoint,
-    atomic_write,
-    remove_stale_temp_files,
-    log_spaced_steps,
-)
 from rfscaling.hooks.budget import BudgetHook
 from rfscaling.hooks.checkpoint import CHECKPOINT_NAME, CheckpointHook, load_checkpoint
 from rfscaling.hooks.early_stopping import EarlyStoppingHook
-from rfscaling.hooks.eigenmode import METRICS_COLUMNS, EigenmodeHook, EnsembleMetrics, measure, measure_many
+from rfscaling.hooks.eigenmode import METRICS_COLUMNS, EigenmodeHook
 from rfscaling.hooks.tensorboard import TensorBoardHook
 
 __all__ = [
@@ -26,23 +12,8 @@ __all__ = [
     "CHECKPOINT_NAME",
     "METRICS_COLUMNS",
     "CheckpointHook",
-    "Divergence",
     "EarlyStoppingHook",
     "EigenmodeHook",
-    "EvalGroup",
-    "EnsembleMetrics",
-    "Hook",
-    "RunInfo",
-    "RunSummary",
-    "Snapshot",
-    "StopRequest",
     "TensorBoardHook",
-    "TheoryCurve",
-    "TheoryPoint",
-    "atomic_write",
-    "remove_stale_temp_files",
     "load_checkpoint",
-    "log_spaced_steps",
-    "measure",
-    "measure_many",
 ]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest
+from rfscaling.run.hook import HookBase
+from rfscaling.run.records import RunInfo, Snapshot, StopRequest
 
 __all__ = ["BudgetHook"]
 
 
-class BudgetHook:
+class BudgetHook(HookBase):
     def __init__(self, max_evals: Optional[int] = None, max_wall_s: Optional[float] = None) -> None:
         self.max_evals = max_evals
         self.max_wall_s = max_wall_s
@@ -36,5 +37,3 @@ class BudgetHook:
             return StopRequest(f"budget: {self.max_wall_s:g} s of wall time", resumable=True)
         return None
 
-    def on_end(self, summary: RunSummary) -> None:
-        pass

@@ -24,7 +24,9 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest, atomic_write
+from rfscaling.files import atomic_write
+from rfscaling.run.hook import HookBase
+from rfscaling.run.records import RunInfo, RunSummary, Snapshot, StopRequest
 
 __all__ = ["CheckpointHook", "load_checkpoint", "CHECKPOINT_NAME"]
 
@@ -67,7 +69,7 @@ def _set_aside(path: Path, why: str) -> None:
     return None
 
 
-class CheckpointHook:
+class CheckpointHook(HookBase):
     """Save every ``every`` evaluations and at the end; see the module docstring."""
 
     def __init__(self, directory: str | os.PathLike, every: int, stateful: Mapping[str, Any] | None = None,

@@ -15,12 +15,13 @@ from typing import Optional
 import numpy as np
 
 from rfscaling.data.ensemble import ValidationData
-from rfscaling.hooks.base import EvalGroup, RunInfo, RunSummary, Snapshot, StopRequest
+from rfscaling.run.hook import HookBase
+from rfscaling.run.records import EvalGroup, RunInfo, Snapshot, StopRequest
 
 __all__ = ["EarlyStoppingHook"]
 
 
-class EarlyStoppingHook:
+class EarlyStoppingHook(HookBase):
     def __init__(self, validation: ValidationData, patience: int = 5, halt: bool = False,
                  min_delta: float = 0.0) -> None:
         if patience < 1:
@@ -77,9 +78,6 @@ class EarlyStoppingHook:
                 return StopRequest(f"early stopping: validation error did not improve for {self.patience} "
                                    f"evaluations (best at t={self.best['time']:.4g})")
         return None
-
-    def on_end(self, summary: RunSummary) -> None:
-        pass
 
     def state_dict(self) -> dict:
         return {"history": list(self.history), "best": self.best, "since_best": self.since_best,

@@ -1,33 +1,22 @@
-"""Eigenmode measurement of an ensemble, and the hook that records it.
-
-For weights ``w`` (D, R, N) in kernel eigen-coordinates and teachers ``wstar`` (D, N), with
-``e = w - wstar`` and per dataset d
-
-    mode_error_dk    = lam_k mean_r e_drk^2
-    mode_variance_dk = lam_k var_r(e_drk)                 (unbiased, ddof = 1)
-    mode_bias_dk     = lam_k [ (mean_r e_drk)^2 - var_r(e_drk) / R ]   (finite-replica corrected)
-
-so that bias + variance = error exactly per dataset (the theory's bias is |E[w|data] - wstar|^2
-averaged over data; the correction removes the var/R the finite replica mean adds to it).
-Everything is averaged over datasets, with standard errors over datasets (ddof = 1).
+"""The hook that records the eigenmode measurement (:mod:`rfscaling.run.measure`) of every
+evaluation into ``metrics.csv`` and ``modes.npz``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
-from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest, atomic_write
+from rfscaling.files import atomic_write
+from rfscaling.run.hook import HookBase
+from rfscaling.run.records import RunInfo, RunSummary, Snapshot, StopRequest
 
-__all__ = ["EnsembleMetrics", "measure", "measure_many", "EigenmodeHook", "METRICS_COLUMNS", "atomic_write"]
+__all__ = ["EigenmodeHook", "METRICS_COLUMNS"]
 
 METRICS_COLUMNS = (
     "time", "step", "E_g", "E_g_theory", "bias", "bias_theory", "variance", "variance_theory",
@@ -35,32 +24,6 @@ METRICS_COLUMNS = (
     # standard errors over data sets of the empirical columns (error bars without extra seeds)
     "E_g_se", "bias_se", "variance_se", "train_error_se",
 )
-
-
-@dataclass(frozen=True)
-class EnsembleMetrics:
-    """Dataset averages (floats / (N,) arrays) and their standard errors over datasets."""
-
-    generalization_error: float
-    generalization_error_se: float
-    bias: float
-    bias_se: float
-    variance: float
-    variance_se: float
-    train_error: float
-    train_error_se: float
-    mode_error: np.ndarray
-    mode_error_se: np.ndarray
-    mode_bias: np.ndarray
-    mode_variance: np.ndarray
-
-
-def _mean_se(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error over the dataset axis (axis 1 of (K, D, ...))."""
-    D = x.shape[1]
-    m = x.mean(1)
-    se = x.std(1, ddof=1) / math.sqrt(D) if D > 1 else np.full_like(m, np.nan)
-    return m, se
 
 
 def _row_cells(row: dict) -> list:
@@ -73,53 +36,7 @@ def _csv_line(cells) -> str:
     return buf.getvalue()
 
 
-def measure(weights: torch.Tensor, target_weights: torch.Tensor, eigenvalues: torch.Tensor,
-            train_error: torch.Tensor, error_offset: float = 0.0) -> EnsembleMetrics:
-    """Project ``w - wstar`` on the eigenmodes; see the module docstring. Computed in float64.
-
-    ``error_offset`` (the unexplained target power, e.g. teacher modes beyond the student's N,
-    or what random features cannot represent) is added to the totals E_g and bias, so that
-    E_g = E_x[(f(x) - f*(x))^2] against the full clean target; per-mode arrays exclude it."""
-    return measure_many(weights[None], target_weights, eigenvalues, train_error[None], error_offset)[0]
-
-
-def measure_many(weights: torch.Tensor, target_weights: torch.Tensor, eigenvalues: torch.Tensor,
-                 train_error: torch.Tensor, error_offset: float = 0.0) -> list[EnsembleMetrics]:
-    """:func:`measure` for K evaluations at once: ``weights`` (K, D, R, N), ``train_error``
-    (K, D, R); one list entry per evaluation."""
-    # numpy on host copies: one transfer per group, and on these small arrays numpy's per-call
-    # cost is a fraction of torch's (0.19 vs 0.37 ms for the default run, one evaluation)
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverged group: the loop reports it
-        return _measure_many(weights, target_weights, eigenvalues, train_error, error_offset)
-
-
-def _measure_many(weights, target_weights, eigenvalues, train_error, error_offset) -> list[EnsembleMetrics]:
-    w = weights.detach().cpu().numpy().astype(np.float64)
-    e = w - target_weights.detach().cpu().numpy().astype(np.float64)[None, :, None, :]  # (K, D, R, N)
-    lam = eigenvalues.detach().cpu().numpy().astype(np.float64)
-    R = e.shape[2]
-    err = lam * np.einsum("kdrn,kdrn->kdn", e, e) / R  # (K, D, N)
-    if R > 1:
-        em = e.mean(2)
-        d = e - em[:, :, None, :]
-        var = lam * np.einsum("kdrn,kdrn->kdn", d, d) / (R - 1)
-        bias = lam * em**2 - var / R
-    else:
-        var = np.full_like(err, np.nan)
-        bias = np.full_like(err, np.nan)
-    off = float(error_offset)
-    train = train_error.detach().cpu().numpy().astype(np.float64).mean(2)  # (K, D)
-    tot = np.stack([err.sum(-1) + off, bias.sum(-1) + off, var.sum(-1), train], -1)  # (K, D, 4)
-    tm, tse = _mean_se(tot)
-    me, mse = _mean_se(err)
-    bias_m, var_m = bias.mean(1), var.mean(1)
-    return [EnsembleMetrics(
-        float(tm[k, 0]), float(tse[k, 0]), float(tm[k, 1]), float(tse[k, 1]), float(tm[k, 2]), float(tse[k, 2]),
-        float(tm[k, 3]), float(tse[k, 3]), me[k], mse[k], bias_m[k], var_m[k],
-    ) for k in range(w.shape[0])]
-
-
-class EigenmodeHook:
+class EigenmodeHook(HookBase):
     """Records per-mode error/bias/variance and the totals at every evaluation.
 
     Writes ``metrics.csv`` (columns :data:`METRICS_COLUMNS`; written atomically at the start,

@@ -12,27 +12,23 @@ import os
 import signal
 from typing import Optional
 
-from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest
+from rfscaling.run.hook import HookBase
+from rfscaling.run.records import Snapshot, StopRequest
 
 __all__ = ["PauseHook", "PAUSE_ENV", "pause_hook_from_env"]
 
 PAUSE_ENV = "RFSCALING_PAUSE_AT_EVAL"
 
 
-class PauseHook:
+class PauseHook(HookBase):
     def __init__(self, index: int) -> None:
         self.index = int(index)
-
-    def on_start(self, info: RunInfo) -> None:
-        pass
 
     def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]:
         if snapshot.index == self.index:
             os.kill(os.getpid(), signal.SIGSTOP)
         return None
 
-    def on_end(self, summary: RunSummary) -> None:
-        pass
 
 
 def pause_hook_from_env() -> Optional[PauseHook]:

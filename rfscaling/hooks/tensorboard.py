@@ -57,7 +57,8 @@ from rfscaling.hooks._tb_writer import (  # noqa: F401  the writer process's cod
     _Renderer,
     _writer_main,
 )
-from rfscaling.hooks.base import RunInfo, RunSummary, Snapshot, StopRequest
+from rfscaling.run.hook import HookBase
+from rfscaling.run.records import RunInfo, RunSummary, Snapshot, StopRequest
 
 __all__ = ["TensorBoardHook", "QUANTITIES"]
 
@@ -77,7 +78,7 @@ def _hparam_value(v: Any):
     return str(v)
 
 
-class TensorBoardHook:
+class TensorBoardHook(HookBase):
     queue_size = 64  # messages the writer may fall behind before on_eval waits (bounded memory)
     close_timeout_s = 120.0  # a writer stuck longer at close (e.g. a hung filesystem) is killed
 

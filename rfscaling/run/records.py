@@ -1,101 +1,19 @@
-"""Observer protocol of the testbed: start, evaluation snapshots, end.
-
-A hook implements any of ``on_start(info)``, ``on_eval(snapshot) -> StopRequest | None`` and
-``on_end(summary)``. Every evaluation hands all hooks the same immutable :class:`Snapshot`
-(frozen dataclass, tensors cloned); hooks never see the trainer or the dynamics. A hook that
-keeps state across a resume also implements ``state_dict()`` / ``load_state_dict(d)``.
-
-Evaluations close together in steps are measured as a group (:class:`EvalGroup`): the loop
-trains through the group first, then measures all its snapshots with one product per matrix
-instead of one per evaluation. A hook with its own per-evaluation products may implement
-``prepare(group, snapshots)``, called once per group before the snapshots' ``on_eval`` calls,
-to compute them the same way; a stop request earlier in the group means some prepared
-snapshots never reach ``on_eval`` (so ``prepare`` must not change the hook's recorded state).
-``on_eval`` still sees the snapshots one by one, in order; a hook that acts on wall time reads
-``snapshot.wall_clock`` (when the run reached the evaluation), not the clock at ``on_eval``.
-"""
+"""What a run hands its observers: the start (:class:`RunInfo`), immutable evaluation
+snapshots, stop requests, evaluation groups, and the end (:class:`RunSummary`)."""
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Protocol, runtime_checkable
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 
-__all__ = [
-    "Hook",
-    "RunInfo",
-    "Snapshot",
-    "StopRequest",
-    "TheoryPoint",
-    "TheoryCurve",
-    "RunSummary",
-    "Divergence",
-    "EvalGroup",
-    "log_spaced_steps",
-    "atomic_write",
-]
+from rfscaling.theory.curve import TheoryCurve, TheoryPoint
 
-
-@dataclass(frozen=True)
-class TheoryPoint:
-    """DMFT prediction at one time: totals (floats) and per-mode arrays (N,) (or None)."""
-
-    generalization_error: float
-    bias: float
-    variance: float
-    train_error: float
-    mode_error: Optional[np.ndarray] = None
-    mode_bias: Optional[np.ndarray] = None
-    mode_variance: Optional[np.ndarray] = None
-
-
-@dataclass(frozen=True)
-class TheoryCurve:
-    """DMFT prediction at all evaluation times: totals (T,), per-mode (T, N) or None."""
-
-    times: np.ndarray
-    generalization_error: np.ndarray
-    bias: np.ndarray
-    variance: np.ndarray
-    train_error: np.ndarray
-    mode_error: Optional[np.ndarray] = None
-    mode_bias: Optional[np.ndarray] = None
-    mode_variance: Optional[np.ndarray] = None
-
-    def at(self, i: int) -> TheoryPoint:
-        def pick(a):
-            return None if a is None else np.array(a[i], copy=True)
-
-        return TheoryPoint(
-            float(self.generalization_error[i]), float(self.bias[i]), float(self.variance[i]),
-            float(self.train_error[i]), pick(self.mode_error), pick(self.mode_bias), pick(self.mode_variance),
-        )
-
-    @staticmethod
-    def from_prediction(pred: Any, n_modes: int | None = None) -> "TheoryCurve":
-        """From a ``rfscaling.theory.predict`` result; per-mode arrays are zero-padded to
-        ``n_modes`` columns (modes the theory was not given, e.g. zero-eigenvalue directions)."""
-
-        def pad(a):
-            if a is None:
-                return None
-            a = np.asarray(a, dtype=np.float64)
-            if n_modes is not None and a.shape[1] < n_modes:
-                a = np.concatenate([a, np.zeros((a.shape[0], n_modes - a.shape[1]))], axis=1)
-            return a
-
-        f = lambda name: np.asarray(getattr(pred, name), dtype=np.float64)  # noqa: E731
-        return TheoryCurve(
-            f("times"), f("generalization_error"), f("bias"), f("variance"), f("train_error"),
-            pad(getattr(pred, "mode_error", None)), pad(getattr(pred, "mode_bias", None)),
-            pad(getattr(pred, "mode_variance", None)),
-        )
+__all__ = ["RunInfo", "Snapshot", "StopRequest", "EvalGroup", "Divergence", "RunSummary", "log_spaced_steps",
+           "TheoryCurve", "TheoryPoint"]
 
 
 @dataclass(frozen=True)
@@ -155,7 +73,7 @@ class Snapshot:
     def metrics(self):
         if self.measured is not None:
             return self.measured
-        from rfscaling.hooks.eigenmode import measure
+        from rfscaling.run.measure import measure  # measure imports these records
 
         return measure(self.weights, self.target_weights, self.eigenvalues, self.train_error, self.error_offset)
 
@@ -232,15 +150,6 @@ class RunSummary:
     divergence: Optional[Divergence] = None
 
 
-@runtime_checkable
-class Hook(Protocol):
-    def on_start(self, info: RunInfo) -> None: ...
-
-    def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]: ...
-
-    def on_end(self, summary: RunSummary) -> None: ...
-
-
 def log_spaced_steps(n_steps: int, n_evals: int, include_zero: bool = True) -> np.ndarray:
     """Distinct integer steps, log-spaced in [1, n_steps] (plus 0), always containing n_steps."""
     if n_steps < 1 or n_evals < 1:
@@ -248,49 +157,3 @@ def log_spaced_steps(n_steps: int, n_evals: int, include_zero: bool = True) -> n
     s = np.unique(np.round(np.logspace(0.0, np.log10(n_steps), n_evals)).astype(np.int64))
     s = np.unique(np.concatenate([[0] if include_zero else [], s, [n_steps]]).astype(np.int64))
     return s
-
-
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)$")  # atomic_write's temp files
-
-
-def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temp files that :func:`atomic_write` left under ``directory`` when its process
-    was killed mid-write (SIGKILL, power loss); files of live processes are kept. Returns the
-    removed paths. A rerun in the same folder calls this first."""
-    removed = []
-    for p in Path(directory).rglob(".*.tmp*"):
-        m = _TEMP_NAME.match(p.name)
-        if m is None or not p.is_file():
-            continue
-        pid = int(m["pid"])
-        if pid == os.getpid() or _alive(pid):  # in flight (or the pid was reused): leave it
-            continue
-        p.unlink(missing_ok=True)
-        removed.append(p)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through ``write(tmp)`` on a temp file in the same folder, then ``os.replace``.
-
-    Readers see the old file or the new one, never a torn one (also when the process is killed
-    mid-write); on an exception (or an interrupt) the temp file is removed and the old file kept.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -1,8 +1,9 @@
 """The evaluation loop: advance a dynamics to log-spaced evaluation steps and notify hooks.
 
-``simulate`` takes typed arguments only (a dynamics object with ``dt``/``step``/``advance``/
-``train_errors``/``macs_per_step``, a state, the evaluation steps, hooks); it never hands
-the dynamics to hooks, only immutable snapshots.
+``simulate`` takes typed arguments only (a :class:`~rfscaling.dynamics.base.Dynamics`, a state,
+the evaluation steps, :class:`~rfscaling.run.hook.Hook` s); it never hands the dynamics to hooks,
+only immutable snapshots, and returns a :class:`Simulation`: the final state, the recorded
+curves, the stop reason and a status, like scipy's ``solve_ivp``.
 
 Evaluation groups: evaluations close together in steps (at most ``EVAL_GROUP`` of them within
 one progress chunk, 5 % of the run: :func:`eval_groups`) are measured together. The loop trains
@@ -21,7 +22,7 @@ pass over the weights, cheap next to the measurement) before any hook sees it (`
 gets only the finite ones before the first non-finite one). A non-finite evaluation is
 not handed to the hooks; the run ends there with ``RunSummary.divergence`` set and ``final``
 the last finite snapshot, so hooks keep only finite rows and the checkpoint hook keeps its last
-(finite) checkpoint. Hooks with a ``close()`` method are closed when the loop is left by an
+(finite) checkpoint. Hooks are closed (``close()``) when the loop is left by an
 exception (including KeyboardInterrupt and the app's signal handlers), so e.g. TensorBoard
 events written so far are flushed.
 """
@@ -36,11 +37,12 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from rfscaling.dynamics.euler import EulerDynamics, State
-from rfscaling.hooks.base import Divergence, EvalGroup, RunInfo, RunSummary, Snapshot, TheoryCurve
-from rfscaling.hooks.eigenmode import measure_many
+from rfscaling.dynamics.base import Dynamics, State
+from rfscaling.run.hook import Hook
+from rfscaling.run.measure import measure_many
+from rfscaling.run.records import Divergence, EvalGroup, RunInfo, RunSummary, Snapshot, TheoryCurve
 
-__all__ = ["simulate", "make_snapshot", "measure_group", "check_finite", "advance_calls", "eval_groups",
+__all__ = ["simulate", "Simulation", "measure_group", "check_finite", "advance_calls", "eval_groups",
            "EVAL_GROUP"]
 
 EVAL_GROUP = 8  # at most this many evaluations per group: 8 reads X once instead of 8 times
@@ -126,13 +128,6 @@ def measure_group(group: EvalGroup, taken: Sequence[_Taken], dynamics, target_we
     return out
 
 
-def make_snapshot(index: int, state: State, dynamics, target_weights: torch.Tensor, eigenvalues: torch.Tensor,
-                  theory: Optional[TheoryCurve], error_offset: float = 0.0) -> Snapshot:
-    """One evaluation measured on its own (a group of one)."""
-    return measure_group(EvalGroup(index, 1), [_take(index, state)], dynamics, target_weights.detach().clone(),
-                         eigenvalues.detach().clone(), theory, error_offset)[0]
-
-
 def check_finite(snapshot: Snapshot) -> Optional[str]:
     """None if the snapshot's weights and training errors are all finite, else what is not."""
     if bool(torch.isfinite(snapshot.weights).all() & torch.isfinite(snapshot.train_error).all()):
@@ -145,9 +140,9 @@ def check_finite(snapshot: Snapshot) -> Optional[str]:
     return None
 
 
-def _likely_cause(dynamics) -> str:
-    dt, lam = float(getattr(dynamics, "dt", math.nan)), getattr(dynamics, "lambda_max", None)
-    if isinstance(dynamics, EulerDynamics) and lam is not None and dt * lam > 1.0:
+def _likely_cause(dynamics: Dynamics) -> str:
+    dt, lam = float(dynamics.dt), dynamics.lambda_max
+    if dynamics.stepwise and lam is not None and dt * lam > 1.0:
         return (f"the Euler step dt={dt:.4g} is close to the stability bound 2/lambda_max(H)={2.0 / lam:.4g} "
                 "(rounding makes the stiffest mode grow); use a smaller dynamics.dt (null picks 1/lambda_max) "
                 "or dynamics.integrator=exact")
@@ -155,20 +150,57 @@ def _likely_cause(dynamics) -> str:
             "targets); check the data, or use dtype=float64")
 
 
-def _close(hooks: Sequence) -> None:
+def _close(hooks: Sequence[Hook]) -> None:
     for h in hooks:
-        close = getattr(h, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:  # best effort on the way out; the original error matters
-                pass
+        try:
+            h.close()
+        except Exception:  # best effort on the way out; the original error matters
+            pass
 
 
-def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_weights: torch.Tensor,
-             eigenvalues: torch.Tensor, progress: bool = True, chunk: int | None = None,
-             desc: str = "train", error_offset: float = 0.0, group_size: int = EVAL_GROUP
-             ) -> tuple[State, RunSummary]:
+@dataclass(frozen=True)
+class Simulation:
+    """What :func:`simulate` returns. ``status``: 0 completed, 1 stopped by a hook (``message``
+    says why; ``resumable`` in the summary if re-running continues it), -1 diverged. The curves
+    (T,) are the totals of the evaluations this call measured (the hooks saw the same)."""
+
+    state: State
+    summary: RunSummary
+    times: np.ndarray
+    steps: np.ndarray
+    generalization_error: np.ndarray
+    bias: np.ndarray
+    variance: np.ndarray
+    train_error: np.ndarray
+
+    @property
+    def status(self) -> int:
+        s = self.summary
+        return -1 if s.divergence is not None else (0 if s.completed else 1)
+
+    @property
+    def success(self) -> bool:
+        return self.status == 0
+
+    @property
+    def message(self) -> str:
+        return self.summary.stop_reason
+
+
+def _curves(snaps: Sequence[Snapshot]) -> dict:
+    m = [s.metrics for s in snaps]
+    return dict(times=np.array([s.time for s in snaps], dtype=np.float64),
+                steps=np.array([s.step for s in snaps], dtype=np.int64),
+                generalization_error=np.array([x.generalization_error for x in m], dtype=np.float64),
+                bias=np.array([x.bias for x in m], dtype=np.float64),
+                variance=np.array([x.variance for x in m], dtype=np.float64),
+                train_error=np.array([x.train_error for x in m], dtype=np.float64))
+
+
+def simulate(dynamics: Dynamics, state: State, info: RunInfo, hooks: Sequence[Hook], *,
+             target_weights: torch.Tensor, eigenvalues: torch.Tensor, progress: bool = True,
+             chunk: int | None = None, desc: str = "train", error_offset: float = 0.0,
+             group_size: int = EVAL_GROUP) -> Simulation:
     """Run ``dynamics`` from ``state`` through ``info.eval_steps[info.start_index:]``.
 
     At every evaluation all hooks get the same snapshot; the first stop request ends the run
@@ -176,19 +208,19 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     non-finite evaluation ends it with ``summary.divergence`` set (see the module docstring).
     ``chunk`` bounds the steps between progress-bar updates for stepwise (Euler) dynamics and
     the span of an evaluation group; chunk boundaries are absolute step multiples, so a resumed
-    run makes exactly the same calls. Euler dynamics get ``plan(calls)`` for the whole run
-    first (strided stepping where it pays; see rfscaling/dynamics/euler.py). ``group_size``:
+    run makes exactly the same calls. The dynamics gets ``plan(calls)`` for the whole run first
+    (Euler strides its products where that pays; see rfscaling/dynamics/euler.py). ``group_size``:
     the most evaluations measured together (1: each on its own).
     """
     from tqdm.auto import tqdm
 
     steps = np.asarray(info.eval_steps, dtype=np.int64)
-    stepwise = isinstance(dynamics, EulerDynamics)
+    stepwise = dynamics.stepwise
     total = int(steps[-1]) if steps.size else 0
     if chunk is None:
         chunk = _default_chunk(total)
-    if stepwise:  # the stride for the whole run (from step 0): a resumed run computes the same iterates
-        dynamics.plan(advance_calls(steps, chunk))
+    # planned for the whole run (from step 0): a resumed run computes the same iterates
+    dynamics.plan(advance_calls(steps, chunk if stepwise else max(total, 1)))
     groups = eval_groups(steps, chunk, group_size)
     group_of = np.repeat(np.arange(len(groups)), [g.size for g in groups])  # evaluation -> its group
     target_weights, eigenvalues = target_weights.detach().clone(), eigenvalues.detach().clone()
@@ -205,6 +237,7 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     t0 = _time.perf_counter()
     reason, completed, resumable = "completed", True, False
     snap = None
+    seen: list[Snapshot] = []  # what the hooks were shown, for the result's curves
     divergence = None
     pending: list[_Taken] = []  # evaluations of the current group, not yet measured
     bar = tqdm(total=total, initial=int(state.step), disable=not progress, desc=desc, unit="step",
@@ -229,9 +262,7 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
             n_ok = next((k for k, b in enumerate(bad) if b is not None), len(snaps))
             if n_ok:
                 for h in hooks:
-                    prepare = getattr(h, "prepare", None)
-                    if prepare is not None:
-                        prepare(g, snaps[:n_ok])
+                    h.prepare(g, snaps[:n_ok])
             ended = None  # the snapshot the run ends at, if it ends in this group
             for new, why in zip(snaps, bad):
                 if why is not None:
@@ -243,6 +274,7 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
                     snap, ended = (snap if snap is not None else new), new
                     break
                 snap = new
+                seen.append(snap)
                 if progress and math.isfinite(snap.time):
                     bar.set_postfix(t=f"{snap.time:.3g}", E_g=f"{snap.metrics.generalization_error:.3g}",
                                     refresh=False)
@@ -276,4 +308,4 @@ def simulate(dynamics, state: State, info: RunInfo, hooks: Sequence, *, target_w
     except BaseException:  # the hooks after the failing one still flush and close
         _close(hooks)
         raise
-    return state, summary
+    return Simulation(state, summary, **_curves(seen))
