@@ -12,8 +12,8 @@ Three layers, kept strictly apart:
    with one line naming the key, the value and what is allowed. Entry points call it once;
    library code never sees a config object.
 
-Entry points: decorate the task function with :func:`hydra_app` (``@hydra_app("train")``) to
-get Hydra on ``conf/<name>.yaml`` plus the one-line/exit-2 error boundary of rfscaling.errors.
+Entry points: decorate the task function with :func:`rfscaling.app.hydra_app` (``@hydra_app("train")``)
+to get Hydra on ``conf/<name>.yaml`` plus the apps' error boundary (one line, exit statuses).
 
 Key tree (``conf/train.yaml``; ``conf/predict.yaml`` has the same groups minus ensemble/hooks,
 plus top-level ``rows`` (table rows) and ``plot`` (write the PNG))::
@@ -45,7 +45,7 @@ from typing import Any, Mapping, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from rfscaling.errors import ConfigError, cli_errors, hydra_entry
+from rfscaling.errors import ConfigError
 
 __all__ = [
     # schemas
@@ -86,9 +86,6 @@ __all__ = [
     "CONF_DIR",
     # re-exported error helpers
     "ConfigError",
-    "cli_errors",
-    "hydra_entry",
-    "hydra_app",
 ]
 
 #: Absolute path of the repository's ``conf/`` directory (used as Hydra's config_path).
@@ -355,28 +352,6 @@ class Settings:
         """True when some source makes runs on one data set differ (label noise, T, init)."""
         d = self.dynamics
         return self.data.label_noise > 0 or d.temperature > 0 or d.init_variance > 0
-
-
-def hydra_app(config_name: str):
-    """Decorator for a Hydra entry point on ``conf/<config_name>.yaml``.
-
-        @hydra_app("train")
-        def main(cfg: DictConfig) -> None:
-            settings = settings_from_config(cfg)
-            ...
-
-    ``main()`` then parses Hydra overrides from sys.argv. Bad input anywhere (a bad override
-    caught by Hydra, a ConfigError or ValueError from the task) ends the program with one line
-    ``error: ...`` on stderr and exit status 2, no traceback; files already written are kept.
-    Other exceptions (bugs) keep Hydra's usual report. ``HYDRA_FULL_ERROR=1`` shows tracebacks.
-    """
-    import hydra
-
-    def decorate(task):
-        return hydra_entry(hydra.main(config_path=CONF_DIR, config_name=config_name,
-                                      version_base="1.3")(cli_errors(task)))
-
-    return decorate
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from rfscaling.config import ConfigError, Settings, _Reader, hydra_app, settings_from_config
+from rfscaling.app import hydra_app
+from rfscaling.config import ConfigError, Settings, _Reader, settings_from_config
 
 log = logging.getLogger(__name__)
 

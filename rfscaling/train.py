@@ -500,21 +500,15 @@ def _fail(message: str, status: int) -> None:
 
 
 def _hydra_main():
-    from rfscaling.config import hydra_app
+    from rfscaling.app import hydra_app
 
     @hydra_app("train")
     def main(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
 
         out_dir = HydraConfig.get().runtime.output_dir
-        try:
-            with interrupts_raise():
-                run(cfg, out_dir)
-        except TrainingDiverged as exc:
-            _fail(f"{exc} (outputs up to the last finite evaluation are in {out_dir})", EXIT_DIVERGED)
-        except RunInterrupted as exc:
-            _fail(f"{exc}: files written so far are kept in {out_dir}; with hooks.checkpoint.enabled=true "
-                  "the same command resumes from the last checkpoint", 128 + exc.signum)
+        with interrupts_raise():  # TrainingDiverged, RunInterrupted: exit status 3, 128 + n (rfscaling.app)
+            run(cfg, out_dir)
 
     return main
 

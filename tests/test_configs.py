@@ -18,7 +18,7 @@ from rfscaling.config import (
     resolve_device,
     settings_from_config,
 )
-from rfscaling.errors import EXIT_BAD_INPUT, ConfigError, cli_errors, hydra_entry, one_line
+from rfscaling.errors import ConfigError, one_line
 
 CONF = Path(CONF_DIR)
 PRIMARY = ("train", "predict")
@@ -322,61 +322,7 @@ def test_config_error_is_value_error():
 
 
 # --------------------------------------------------------------------------------------------
-# Entry-point error boundary
-
-
-def test_cli_errors_one_line_exit_2_keeps_files(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    out = tmp_path / "partial.csv"
-
-    @cli_errors
-    def task():
-        out.write_text("t,E_g\n1,2\n")
-        raise ConfigError("data.P", -3, "must be a positive integer")
-
-    with pytest.raises(SystemExit) as info:
-        task()
-    assert info.value.code == EXIT_BAD_INPUT == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "data.P=-3" in err and "Traceback" not in err
-    assert out.read_text() == "t,E_g\n1,2\n"
-
-
-def test_cli_errors_plain_value_error(capsys, monkeypatch):
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-
-    @cli_errors
-    def task():
-        raise ValueError("n_samples=0: must be a positive integer\n(details)")
-
-    with pytest.raises(SystemExit) as info:
-        task()
-    assert info.value.code == 2
-    assert capsys.readouterr().err.count("\n") == 1
-
-
-def test_cli_errors_leaves_bugs_alone():
-    @cli_errors
-    def task():
-        raise RuntimeError("a bug")
-
-    with pytest.raises(RuntimeError):
-        task()
-
-
-def test_hydra_entry_restores_reporter():
-    import hydra._internal.utils as hutils
-
-    before = hutils.run_and_report
-    seen = []
-
-    def fake_main():
-        seen.append(hutils.run_and_report is not before)
-        return 7
-
-    assert hydra_entry(fake_main)() == 7
-    assert seen == [True]
-    assert hutils.run_and_report is before
+# One-line errors (the apps' error boundary itself: tests/test_app.py)
 
 
 def test_one_line_collapses_causes():

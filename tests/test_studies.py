@@ -205,7 +205,7 @@ def test_pareto_frontier_lies_on_the_dmft_frontier(tmp_path, capsys, monkeypatch
 
 CRASHY_APP = '''
 """The training app with one forced crash: seed=13 raises before training."""
-from rfscaling.config import hydra_app
+from rfscaling.app import hydra_app
 from rfscaling.train import run
 
 
@@ -242,9 +242,10 @@ def test_failed_jobs_do_not_spoil_the_sweep_joblib(tmp_path):
     assert idx.loc[1, "status"] == "failed" and idx.loc[1, "error"] == "RuntimeError: forced crash (seed=13)"
     assert idx.loc[2, "status"] == "failed" and idx.loc[2, "error"] == "data.P=-3: must be a positive integer"
     assert idx.loc[3, "status"] == "failed"
-    assert (sweep / "2" / "error.txt").read_text() == "data.P=-3: must be a positive integer\n"
-    assert "forced crash" in (sweep / "1" / "traceback.txt").read_text()
-    assert not (sweep / "0" / "error.txt").exists()
+    job_dir = {n: Path(idx.loc[n, "run_dir"]) for n in idx.index}
+    assert (job_dir[2] / "error.txt").read_text() == "data.P=-3: must be a positive integer\n"
+    assert "forced crash" in (job_dir[1] / "traceback.txt").read_text()
+    assert not (job_dir[0] / "error.txt").exists() and not (job_dir[2] / "traceback.txt").exists()
     assert "error: job 2 failed: data.P=-3: must be a positive integer" in p.stderr
     assert "3 job(s) of the sweep failed" in p.stderr.splitlines()[-1]
     assert "Traceback" not in p.stderr
@@ -283,83 +284,6 @@ def test_submitit_local_launcher(tmp_path):
     idx = _index(sweep).set_index("job")
     assert idx.loc[0, "status"] == "ok" and idx.loc[1, "status"] == "failed"
     assert idx.loc[1, "error"] == "data.P=-3: must be a positive integer"
-
-
-# --------------------------------------------------------------------------------------------
-# The error boundary in-process
-
-
-def _as_multirun_job(monkeypatch, job_dir, num=7):
-    import rfscaling.errors as errors
-
-    monkeypatch.setattr(errors, "_multirun_job", lambda: (job_dir, num))
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    errors._take_sweep_failures()
-    return errors
-
-
-@pytest.mark.parametrize("exc,kind,line", [
-    (ValueError("data.P=-3: must be a positive integer"), "bad_input", "data.P=-3: must be a positive integer"),
-    (RuntimeError("boom\nmore details"), "exception", "RuntimeError: boom"),
-])
-def test_boundary_contains_exceptions_in_a_multirun(tmp_path, monkeypatch, capsys, exc, kind, line):
-    errors = _as_multirun_job(monkeypatch, tmp_path)
-
-    @errors.cli_errors
-    def task():
-        raise exc
-
-    ret = task()
-    assert isinstance(ret, errors.JobFailed) and ret.kind == kind and ret.error == line and ret.job_num == 7
-    assert (tmp_path / "error.txt").read_text() == line + "\n"
-    assert (tmp_path / "traceback.txt").exists() == (kind == "exception")
-    assert capsys.readouterr().err == f"error: job 7 failed: {line}\n"
-    failures, _ = errors._take_sweep_failures()
-    assert failures == {str(tmp_path): line}
-
-
-def test_boundary_records_a_task_that_exits(tmp_path, monkeypatch, capsys):
-    errors = _as_multirun_job(monkeypatch, tmp_path)
-
-    @errors.cli_errors
-    def diverged():
-        sys.stderr.write("error: training diverged at step 12\n")
-        sys.exit(3)
-
-    ret = diverged()
-    assert ret.kind == "exit" and ret.status == 3 and ret.error == "training diverged at step 12"
-    assert (tmp_path / "error.txt").read_text() == "training diverged at step 12\n"
-
-    @errors.cli_errors
-    def interrupted():
-        sys.exit(130)
-
-    with pytest.raises(SystemExit) as info:  # a signal stops the whole sweep
-        interrupted()
-    assert info.value.code == 130
-
-    @errors.cli_errors
-    def fine():
-        return 5
-
-    assert fine() == 5
-    errors._take_sweep_failures()
-
-
-def test_hydra_entry_exits_1_after_a_sweep_with_failures(monkeypatch, capsys):
-    import rfscaling.errors as errors
-
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-
-    def fake_multirun():
-        errors.note_sweep_failures({"/x/1": "boom"}, index="/x/index.csv")
-        return
-
-    with pytest.raises(SystemExit) as info:
-        errors.hydra_entry(fake_multirun)()
-    assert info.value.code == errors.EXIT_SWEEP_FAILED == 1
-    assert capsys.readouterr().err == "error: 1 job(s) of the sweep failed; see /x/index.csv\n"
-    assert errors.hydra_entry(lambda: 4)() == 4
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ ends with
 ``skipped``: the job found a finished run of the same configuration in its directory (re-running
 a sweep into the same ``hydra.sweep.dir``) and did nothing. ``missing``: the job started but
 left no record (its process was killed). A failed job does not stop the sweep (the error
-boundary in :mod:`rfscaling.errors` writes ``<job dir>/error.txt`` and carries on); the app's exit
-status is 1 when any job failed.
+boundary in :mod:`rfscaling.app` writes ``<job dir>/error.txt`` and carries on); the app's exit
+status is 1 when any job failed or is missing: the boundary reads :attr:`SweepIndex.finished`.
 
 Each job also leaves ``<job dir>/job.json`` (written by the job's own process, so this works for
 every launcher: basic, joblib, submitit); the index is assembled from those files, so it can be
@@ -33,21 +33,22 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, ClassVar, Iterable, Optional
 
 from hydra.experimental.callback import Callback
 
-__all__ = ["SweepIndex", "build_index", "write_index", "summary_numbers", "JOB_FILE", "INDEX_CSV", "INDEX_JSON",
-           "STATUSES", "main"]
+from rfscaling.errors import ERROR_FILE, TRACEBACK_FILE
+
+__all__ = ["SweepIndex", "SweepResult", "build_index", "write_index", "summary_numbers", "JOB_FILE", "INDEX_CSV",
+           "INDEX_JSON", "STATUSES", "main"]
 
 JOB_FILE = "job.json"
 INDEX_CSV = "index.csv"
 INDEX_JSON = "index.json"
 START_FILE = ".sweep_started"
 STATUSES = ("ok", "failed", "skipped", "missing")
-ERROR_FILE = "error.txt"  # rfscaling.errors.ERROR_FILE
-TRACEBACK_FILE = "traceback.txt"  # rfscaling.errors.TRACEBACK_FILE
 
 #: summary.json entries copied into the index: column -> path in the summary
 SUMMARY_COLUMNS = {
@@ -118,8 +119,24 @@ def _one_line(exc: Any) -> str:
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+@dataclass(frozen=True)
+class SweepResult:
+    """What one multirun ended with: the index written, the number of jobs, and how many of them
+    failed or left no result (status ``failed`` or ``missing``)."""
+
+    index: Path
+    jobs: int
+    failed: int
+
+
 class SweepIndex(Callback):
-    """Hydra callback that writes the sweep index (module docstring). Does nothing in RUN mode."""
+    """Hydra callback that writes the sweep index (module docstring). Does nothing in RUN mode.
+
+    ``finished``: the :class:`SweepResult` of every multirun this process ran, in order (Hydra
+    instantiates the callback itself, so the apps' boundary, :func:`rfscaling.app.hydra_app`,
+    reads the entries its own multirun appended to choose exit status 1)."""
+
+    finished: ClassVar[list[SweepResult]] = []
 
     def on_multirun_start(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -181,11 +198,7 @@ class SweepIndex(Callback):
         extra = f", {counts['missing']} missing" if counts["missing"] else ""
         print(f"sweep index: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped{extra} "
               f"-> {csv_path}", flush=True)
-        bad = {r["run_dir"]: r["error"] or r["status"] for r in rows if r["status"] in ("failed", "missing")}
-        if bad:
-            from rfscaling.errors import note_sweep_failures
-
-            note_sweep_failures(bad, index=str(csv_path))
+        SweepIndex.finished.append(SweepResult(csv_path, len(rows), counts["failed"] + counts["missing"]))
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
