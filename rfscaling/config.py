@@ -1,204 +1,263 @@
-"""Configuration: Hydra structured-config schemas, frozen typed settings, and the edge between them.
+"""Configuration: one frozen, typed dataclass per config group, checked where it is built.
 
-Three layers, kept strictly apart:
+The YAML presets in ``conf/<group>/`` are merged into these dataclasses by Hydra (they are the
+structured-config schemas: a misspelt key or a value of the wrong type fails at composition),
+and :func:`to_config` turns the composed config (or any mapping) into instances of them.
+Construction runs ``__post_init__``, which checks every value and raises
+:class:`~rfscaling.errors.ConfigError` with one line naming the key, the value and what is
+allowed. Library code receives these objects (or plain arguments), never a DictConfig.
 
-1. **Schemas** (``*Config`` dataclasses below) are registered in Hydra's ConfigStore. They fix
-   the key names and rough types of everything in ``conf/``; the YAML presets in ``conf/<group>/``
-   are merged into them, so a misspelt key fails at composition time.
-2. **Settings** (``*Settings`` frozen dataclasses) are what library code takes. They hold
-   plain Python values (no OmegaConf objects), with ``null`` defaults already resolved.
-3. **The edge**: :func:`settings_from_config` turns a composed ``DictConfig`` (or any mapping)
-   into :class:`Settings`, checking every value and raising :class:`~rfscaling.errors.ConfigError`
-   with one line naming the key, the value and what is allowed. Entry points call it once;
-   library code never sees a config object.
-
-Entry points: decorate the task function with :func:`rfscaling.app.hydra_app` (``@hydra_app("train")``)
-to get Hydra on ``conf/<name>.yaml`` plus the apps' error boundary (one line, exit statuses).
+Checks that depend on a registered piece (a data set, a model, a dynamics: which keys it needs)
+live with that piece and run at the edge (``typed_config`` of rfscaling.train and
+rfscaling.predict), before anything runs.
 
 Key tree (``conf/train.yaml``; ``conf/predict.yaml`` has the same groups minus ensemble/hooks,
-plus top-level ``rows`` (table rows) and ``plot`` (write the PNG))::
+plus ``rows`` and ``plot``)::
 
-    seed: int                      # >= 0
-    device: auto|cpu|cuda|cuda:K   # auto -> cuda if available else cpu (resolved at the edge)
-    dtype: float32|float64
+    seed, device (auto|cpu|cuda|cuda:K), dtype (float32|float64), threads
     data:      P, alpha, beta, lam_1, c, label_noise, kind, target, teacher, pool_size, input_dim
     model:     N, kind, nonlinearity, M
     dynamics:  name, weight_decay, temperature, init_variance, dt, t_max, n_evals, integrator, max_stride
     ensemble:  datasets, replicas, estimate_variance
     theory:    enabled, modes
-    hooks:     eigenmode, tensorboard, early_stopping{enabled,patience,halt},
-               checkpoint{enabled,every}
-    (experiment: optional preset group, ``# @package _global_``; null by default)
+    hooks:     tensorboard, progress, image_every, early_stopping{...}, checkpoint{...}, budget{...},
+               extra, options
 
-Units and conventions follow docs/theory.md: ``label_noise`` and ``init_variance`` are
-variances, the loss is summed over samples, time is gradient-flow time.
+Units follow docs/theory.md: ``label_noise`` and ``init_variance`` are variances, the loss is
+summed over samples, time is gradient-flow time.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
-
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from typing import Any, Dict, List, Optional
 
 from rfscaling.errors import ConfigError
 
 __all__ = [
-    # schemas
-    "DataConfig",
-    "ModelConfig",
-    "DynamicsConfig",
-    "EnsembleConfig",
-    "TheoryConfig",
-    "EarlyStoppingConfig",
-    "CheckpointConfig",
-    "HooksConfig",
-    "TrainConfig",
-    "PredictConfig",
-    "register_configs",
-    "GROUP_SCHEMAS",
-    # typed settings
-    "DataSettings",
-    "ModelSettings",
-    "DynamicsSettings",
-    "EnsembleSettings",
-    "TheorySettings",
-    "EarlyStoppingSettings",
-    "CheckpointSettings",
-    "HooksSettings",
-    "Settings",
-    "settings_from_config",
-    "resolve_device",
-    # constants
-    "DATA_KINDS",
-    "TARGETS",
-    "TEACHERS",
-    "MODEL_KINDS",
-    "NONLINEARITIES",
-    "DYNAMICS",
-    "DEVICES",
-    "DTYPES",
-    "REAL_DATA_SIZES",
-    "CONF_DIR",
-    # re-exported error helpers
-    "ConfigError",
+    "DataConfig", "ModelConfig", "DynamicsConfig", "EnsembleConfig", "TheoryConfig", "EarlyStoppingConfig",
+    "CheckpointConfig", "BudgetConfig", "HooksConfig", "TrainConfig", "PredictConfig", "register_configs",
+    "GROUP_SCHEMAS", "CONF_DIR", "TARGETS", "TEACHERS", "NONLINEARITIES", "INTEGRATORS", "DTYPES",
+    "POOL_FACTOR", "NOT_RESULT", "as_dict", "to_config", "ConfigError",
 ]
 
-#: Absolute path of the repository's ``conf/`` directory (used as Hydra's config_path).
+#: Absolute path of the repository's ``conf/`` directory (Hydra's config_path).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
-DATA_KINDS = ("powerlaw_eigen", "gaussian_powerlaw", "digits", "mnist1d")
-REAL_DATA_KINDS = ("digits", "mnist1d")
 TARGETS = ("powerlaw_teacher", "teacher_network", "labels")
 TEACHERS = ("fixed", "random")
-MODEL_KINDS = ("eigenfeature", "random_features")
 NONLINEARITIES = ("relu", "tanh", "erf", "identity")
-DYNAMICS = ("gradient_flow", "weight_decay", "langevin", "bayes")
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "float64")
 INTEGRATORS = ("euler", "exact", "auto")
-#: Number of samples available in each real data set (upper bound on data.pool_size).
-#: digits: sklearn.datasets.load_digits (1797). mnist1d is generated, so it has no fixed cap.
-REAL_DATA_SIZES = {"digits": 1797}
-#: ``data.pool_size: null`` resolves to max(POOL_FACTOR * model.N, 2 * data.P), capped as above.
+DTYPES = ("float32", "float64")
+#: ``data.pool_size: null`` resolves to max(POOL_FACTOR * model.N, 2 * data.P), capped by the data set.
 POOL_FACTOR = 4
+#: metadata of a field that does not change a run's results (left out of its identity)
+NOT_RESULT = {"result": False}
 
 
 # --------------------------------------------------------------------------------------------
-# 1. Schemas (Hydra structured configs). Defaults here mirror the YAML presets.
+# Checks: one line naming the key, its value and what is allowed
+
+
+def _int(key: str, v: Any, lo: int, allowed: str = "", optional: bool = False, hi: Optional[int] = None) -> None:
+    if v is None and optional:
+        return
+    allowed = allowed or ("must be a positive integer" if lo == 1 else f"must be an integer >= {lo}")
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        raise ConfigError(key, v, allowed + (" or null" if optional else ""))
+
+
+def _num(key: str, v: Any, lo: float, *, open_: bool = False, allowed: str = "", optional: bool = False) -> None:
+    if v is None and optional:
+        return
+    if not allowed:
+        allowed = ("must be a positive finite number" if lo == 0 and open_ else
+                   f"must be a finite number {'>' if open_ else '>='} {lo:g}")
+    bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+    if bad or v < lo or (open_ and v == lo):
+        raise ConfigError(key, v, allowed + (" or null" if optional else ""))
+
+
+def _choice(key: str, v: Any, choices: tuple[str, ...]) -> None:
+    if v not in choices:
+        raise ConfigError(key, v, "must be one of " + "|".join(choices))
+
+
 # --------------------------------------------------------------------------------------------
+# The groups. Defaults mirror the YAML presets.
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
-    P: int = 256  # number of training samples
-    alpha: Optional[float] = 1.0  # > 0; lam_k = lam_1 k^-(1+alpha); null for real data
-    beta: Optional[float] = 1.0  # > -1; lam_k E[wstar_k^2] = c k^-(1+beta); null for real data
+    P: int = 256  # training samples
+    alpha: Optional[float] = 1.0  # lam_k = lam_1 k^-(1+alpha); null for data sets without a power law
+    beta: Optional[float] = 1.0  # lam_k E[wstar_k^2] = c k^-(1+beta)
     lam_1: float = 1.0
     c: float = 1.0
     label_noise: float = 0.0  # VARIANCE of the additive label noise
-    kind: str = "powerlaw_eigen"  # powerlaw_eigen|gaussian_powerlaw|digits|mnist1d
+    kind: str = "powerlaw_eigen"  # a registered data set (rfscaling/data/sets/)
     target: str = "powerlaw_teacher"  # powerlaw_teacher|teacher_network|labels
     teacher: str = "fixed"  # fixed|random (random: redrawn per data set)
-    pool_size: Optional[int] = None  # real/input data: pool to draw P from; null -> 4 N
-    input_dim: int = 64  # input dimension for gaussian_powerlaw inputs
+    pool_size: Optional[int] = None  # input data: pool to draw P from; null: max(4 N, 2 P), capped
+    input_dim: int = 64  # input dimension of generated inputs
+
+    def __post_init__(self) -> None:
+        _int("data.P", self.P, 1)
+        _num("data.alpha", self.alpha, 0.0, open_=True, optional=True)
+        _num("data.beta", self.beta, -1.0, open_=True, optional=True)
+        _num("data.lam_1", self.lam_1, 0.0, open_=True)
+        _num("data.c", self.c, 0.0, open_=True)
+        _num("data.label_noise", self.label_noise, 0.0, allowed="must be a finite number >= 0 (a variance)")
+        _choice("data.target", self.target, TARGETS)
+        _choice("data.teacher", self.teacher, TEACHERS)
+        _int("data.pool_size", self.pool_size, 1, optional=True)
+        _int("data.input_dim", self.input_dim, 1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    N: int = 1024  # number of features / eigenmodes of the student
-    kind: str = "eigenfeature"  # eigenfeature|random_features
-    nonlinearity: str = "relu"  # relu|tanh|erf|identity (random_features only)
-    M: Optional[int] = None  # total teacher modes (>= N); null means M = N
+    N: int = 1024  # features / eigenmodes of the student
+    kind: str = "eigenfeature"  # a registered model (rfscaling/models/)
+    nonlinearity: str = "relu"  # relu|tanh|erf|identity (random features)
+    M: Optional[int] = None  # teacher modes / teacher-network width (>= N); null: M = N
+
+    def __post_init__(self) -> None:
+        _int("model.N", self.N, 1)
+        _choice("model.nonlinearity", self.nonlinearity, NONLINEARITIES)
+        if self.M is not None and (isinstance(self.M, bool) or not isinstance(self.M, int) or self.M < self.N):
+            raise ConfigError("model.M", self.M, f"must be an integer >= model.N={self.N} or null (M = N)")
+
+    @property
+    def teacher_modes(self) -> int:
+        """M, with null meaning N."""
+        return self.N if self.M is None else self.M
 
 
-@dataclass
+@dataclass(frozen=True)
 class DynamicsConfig:
-    name: str = "gradient_flow"  # gradient_flow|weight_decay|langevin|bayes
+    """``dw = -grad L dt + sqrt(2 temperature) dB``, ``w(0) ~ N(0, init_variance I)``, and how
+    the run steps through it. The process comes first, so ``DynamicsConfig(wd, T, v0)`` reads
+    as the SDE; ``name`` picks a registered dynamics (rfscaling/dynamics/kinds/)."""
+
     weight_decay: float = 0.0
     temperature: float = 0.0
     init_variance: float = 0.0
-    dt: Optional[float] = None  # null: chosen for stability
+    name: str = "gradient_flow"
+    dt: Optional[float] = None  # null: 1 / lambda_max(H) of the drawn data
     t_max: float = 1000.0
     n_evals: int = 40  # log-spaced evaluation times
     integrator: str = "euler"  # euler | exact | auto (exact when Euler would cost > 5e10 multiply-adds)
-    max_stride: Optional[int] = None  # Euler without noise: steps per propagator product; null: by cost, 1: stepwise
+    max_stride: Optional[int] = None  # Euler without noise: steps per propagator product; null: by cost
+
+    def __post_init__(self) -> None:
+        _num("dynamics.weight_decay", self.weight_decay, 0.0)
+        _num("dynamics.temperature", self.temperature, 0.0)
+        _num("dynamics.init_variance", self.init_variance, 0.0, allowed="must be a finite number >= 0 (a variance)")
+        _num("dynamics.dt", self.dt, 0.0, open_=True, optional=True)
+        _num("dynamics.t_max", self.t_max, 0.0, open_=True)
+        _int("dynamics.n_evals", self.n_evals, 2, allowed="must be an integer >= 2")
+        _choice("dynamics.integrator", self.integrator, INTEGRATORS)
+        stride = self.max_stride
+        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1
+                                   or stride & (stride - 1)):
+            raise ConfigError("dynamics.max_stride", stride,
+                              "must be a power of two >= 1 (1: one product per Euler step) or null")
+        if self.dt is not None and self.dt > self.t_max:
+            raise ConfigError("dynamics.dt", self.dt, f"must be <= dynamics.t_max={self.t_max:g}")
+
+    @property
+    def has_stationary_limit(self) -> bool:
+        """True when E_g(t -> inf) is finite for every P (no free diffusion)."""
+        return self.temperature == 0.0 or self.weight_decay > 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class EnsembleConfig:
     datasets: int = 8  # independent draws of the training set (and random teacher)
-    replicas: int = 4  # runs per data set with independent noise/init
-    estimate_variance: bool = True  # split E_g into bias + variance (needs replicas >= 2)
+    replicas: int = 4  # runs per data set with independent noise / init
+    estimate_variance: bool = True  # split E_g into bias + variance (needs replicas >= 2 with noise)
+
+    def __post_init__(self) -> None:
+        _int("ensemble.datasets", self.datasets, 1)
+        _int("ensemble.replicas", self.replicas, 1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TheoryConfig:
     enabled: bool = True
-    modes: bool = True
+    modes: bool = True  # also per-mode predictions (computed when first read)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EarlyStoppingConfig:
     enabled: bool = True
-    patience: int = 5  # evaluations without improvement of the monitored error
+    patience: int = 5  # evaluations without improvement of the validation error
     halt: bool = False  # stop training (true) or only record the optimum (false)
-    validation_size: Optional[int] = None  # held-out samples per data set; null means P
+    validation_size: Optional[int] = None  # held-out samples per data set; null: P
+
+    def __post_init__(self) -> None:
+        _int("hooks.early_stopping.patience", self.patience, 1)
+        _int("hooks.early_stopping.validation_size", self.validation_size, 1, optional=True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckpointConfig:
     enabled: bool = False
     every: int = 10  # evaluations between checkpoints
 
+    def __post_init__(self) -> None:
+        _int("hooks.checkpoint.every", self.every, 1)
 
-@dataclass
+
+@dataclass(frozen=True)
 class BudgetConfig:
-    max_evals: Optional[int] = None  # evaluations per process before a resumable stop; null: no limit
-    max_wall_s: Optional[float] = None  # wall-clock seconds per process; null: no limit
+    max_evals: Optional[int] = None  # evaluations per process before a resumable stop
+    max_wall_s: Optional[float] = None  # wall-clock seconds per process before a resumable stop
+
+    def __post_init__(self) -> None:
+        _int("hooks.budget.max_evals", self.max_evals, 1, optional=True)
+        _num("hooks.budget.max_wall_s", self.max_wall_s, 0.0, open_=True, optional=True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HooksConfig:
-    eigenmode: bool = True  # per-eigenmode error tracking
-    tensorboard: bool = True
-    progress: bool = True  # tqdm progress bar
-    image_every: int = 1  # per-mode image in TensorBoard every k evaluations
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    tensorboard: bool = field(default=True, metadata=NOT_RESULT)
+    progress: bool = field(default=True, metadata=NOT_RESULT)  # tqdm progress bar
+    image_every: int = field(default=1, metadata=NOT_RESULT)  # per-mode image every k evaluations
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata=NOT_RESULT)
+    budget: BudgetConfig = field(default_factory=BudgetConfig, metadata=NOT_RESULT)
+    # more hooks: registered names (rfscaling/hooks/registry.py) or "package.module:factory",
+    # built after the default ones; options.<name>: keyword arguments of that hook's factory
+    extra: List[str] = field(default_factory=list, metadata=NOT_RESULT)
+    options: Dict[str, Any] = field(default_factory=dict, metadata=NOT_RESULT)
+
+    def __post_init__(self) -> None:
+        _int("hooks.image_every", self.image_every, 1)
+        object.__setattr__(self, "extra", tuple(self.extra))  # immutable, like the rest
 
 
-@dataclass
+def _top_level(seed: Any, dtype: Any, device: Any) -> None:
+    _int("seed", seed, 0, allowed="must be an integer in [0, 2**63 - 1]", hi=2**63 - 1)
+    _choice("dtype", dtype, DTYPES)
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ConfigError("device", device, "must be one of auto|cpu|cuda|cuda:K")
+
+
+def _has_noise(data: DataConfig, dynamics: DynamicsConfig) -> bool:
+    """Some source makes runs on one data set differ: label noise, temperature or init."""
+    return data.label_noise > 0 or dynamics.temperature > 0 or dynamics.init_variance > 0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:K (resolved when the run starts)
     dtype: str = "float32"
-    threads: Optional[int] = 1  # torch CPU threads; null: torch default (see docs/performance.md)
+    threads: Optional[int] = 1  # torch CPU threads; null: torch's default (docs/performance.md)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
@@ -206,8 +265,25 @@ class TrainConfig:
     theory: TheoryConfig = field(default_factory=TheoryConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
 
+    def __post_init__(self) -> None:
+        _top_level(self.seed, self.dtype, self.device)
+        _int("threads", self.threads, 1, allowed="must be a positive integer (torch CPU threads)", optional=True)
+        e = self.ensemble
+        if e.estimate_variance and e.replicas < 2 and _has_noise(self.data, self.dynamics):
+            raise ConfigError("ensemble.replicas", e.replicas,
+                              "must be >= 2 to split bias and variance when there is noise (label noise, "
+                              "temperature or init variance); or set ensemble.estimate_variance=false")
 
-@dataclass
+    @property
+    def validation_size(self) -> int:
+        """Held-out samples per data set for early stopping (0: none)."""
+        es = self.hooks.early_stopping
+        if not es.enabled:
+            return 0
+        return es.validation_size if es.validation_size is not None else self.data.P
+
+
+@dataclass(frozen=True)
 class PredictConfig:
     seed: int = 0
     device: str = "cpu"  # unused by the theory; kept so both apps share the top-level keys
@@ -218,6 +294,10 @@ class PredictConfig:
     theory: TheoryConfig = field(default_factory=TheoryConfig)
     rows: int = 12  # rows of the printed table
     plot: bool = True  # write the PNG
+
+    def __post_init__(self) -> None:
+        _top_level(self.seed, self.dtype, self.device)
+        _int("rows", self.rows, 1)
 
 
 #: Schema of each config group (conf/<group>/*.yaml are merged into these).
@@ -231,475 +311,75 @@ GROUP_SCHEMAS = {
 }
 
 
-def register_configs() -> None:
-    """Register the schemas in Hydra's ConfigStore (idempotent; runs at import).
+def _writable_schema(cls: type):
+    """The structured config of a frozen dataclass, made writable: Hydra merges the presets
+    and overrides into it (OmegaConf marks frozen dataclasses read-only, node by node)."""
+    from omegaconf import DictConfig, OmegaConf
 
-    Primary schemas: ``train_schema`` and ``predict_schema`` (first entry of the defaults list
-    of conf/train.yaml and conf/predict.yaml). Each group (data, model, dynamics, ensemble,
-    theory, hooks) is a typed field of them (schema: ``GROUP_SCHEMAS[group]``), so every preset
-    in ``conf/<group>/`` is checked against its group's schema when merged: a misspelt key or
-    a value of the wrong type fails at composition. (The group schemas are deliberately not
-    stored as options inside the groups, where they would show up as selectable presets.)
-    """
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="predict_schema", node=PredictConfig)
+    node = OmegaConf.structured(cls)
 
+    def unfreeze(n: DictConfig) -> None:
+        OmegaConf.set_readonly(n, None)
+        for key in n:
+            child = n._get_node(key)
+            if isinstance(child, DictConfig):
+                unfreeze(child)
 
-register_configs()
-
-
-# --------------------------------------------------------------------------------------------
-# 2. Typed settings that library code takes.
-# --------------------------------------------------------------------------------------------
+    unfreeze(node)
+    return node
 
 
-@dataclass(frozen=True)
-class DataSettings:
-    P: int
-    alpha: Optional[float]
-    beta: Optional[float]
-    lam_1: float
-    c: float
-    label_noise: float
-    kind: str
-    target: str
-    teacher: str
-    pool_size: Optional[int]  # resolved for kinds other than powerlaw_eigen; None there
-    input_dim: int
+def _check_groups(cls: type, node: Any, prefix: str = "") -> None:
+    """Each config group given is a mapping (OmegaConf's own message would not name the key)."""
+    from collections.abc import Mapping
+
+    from omegaconf import DictConfig
+
+    defaults = cls()
+    for f in fields(cls):
+        value = getattr(defaults, f.name)
+        if not is_dataclass(value) or f.name not in node:
+            continue
+        given, key = node[f.name], f"{prefix}{f.name}"
+        if not isinstance(given, (Mapping, DictConfig)):
+            raise ConfigError(key, given, "must be a config group (mapping)")
+        _check_groups(type(value), given, key + ".")
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    N: int
-    kind: str
-    nonlinearity: str
-    M: int  # resolved: M = N when the config says null
+def to_config(cfg: Any, cls: type) -> Any:
+    """``cfg`` (a composed DictConfig, or any mapping, e.g. built in a notebook) as an instance
+    of the config dataclass ``cls``. OmegaConf converts and type-checks every value against the
+    schema (missing keys take the defaults), then the dataclasses check them; any failure is a
+    ConfigError naming the key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-
-@dataclass(frozen=True)
-class DynamicsSettings:
-    name: str
-    weight_decay: float
-    temperature: float
-    init_variance: float
-    dt: Optional[float]  # None: the integrator chooses a stable step
-    t_max: float
-    n_evals: int
-    integrator: str = "euler"
-    max_stride: Optional[int] = None  # None: chosen by cost (rfscaling.dynamics.euler.choose_stride)
-
-    @property
-    def has_stationary_limit(self) -> bool:
-        """True when E_g(t -> inf) is finite for every P (no free diffusion)."""
-        return self.temperature == 0.0 or self.weight_decay > 0.0
-
-
-@dataclass(frozen=True)
-class EnsembleSettings:
-    datasets: int
-    replicas: int
-    estimate_variance: bool
-
-
-@dataclass(frozen=True)
-class TheorySettings:
-    enabled: bool
-    modes: bool
-
-
-@dataclass(frozen=True)
-class EarlyStoppingSettings:
-    enabled: bool
-    patience: int
-    halt: bool
-    validation_size: Optional[int] = None
-
-
-@dataclass(frozen=True)
-class CheckpointSettings:
-    enabled: bool
-    every: int
-
-
-@dataclass(frozen=True)
-class HooksSettings:
-    eigenmode: bool
-    tensorboard: bool
-    early_stopping: EarlyStoppingSettings
-    checkpoint: CheckpointSettings
-    progress: bool = True
-    image_every: int = 1
-    max_evals: Optional[int] = None
-    max_wall_s: Optional[float] = None
-
-
-@dataclass(frozen=True)
-class Settings:
-    seed: int
-    device: str  # resolved: "cpu", "cuda" or "cuda:K" (never "auto")
-    dtype: str
-    threads: Optional[int]  # torch CPU threads; None: torch default
-    data: DataSettings
-    model: ModelSettings
-    dynamics: DynamicsSettings
-    theory: TheorySettings
-    ensemble: Optional[EnsembleSettings] = None  # None when the config has no ensemble group
-    hooks: Optional[HooksSettings] = None  # None when the config has no hooks group
-
-    @property
-    def has_noise(self) -> bool:
-        """True when some source makes runs on one data set differ (label noise, T, init)."""
-        d = self.dynamics
-        return self.data.label_noise > 0 or d.temperature > 0 or d.init_variance > 0
-
-
-# --------------------------------------------------------------------------------------------
-# 3. The edge: DictConfig -> Settings, with validation.
-# --------------------------------------------------------------------------------------------
-
-_MISSING = object()
-
-
-class _Reader:
-    """Reads and checks values of one (sub)mapping; errors name the full dotted key."""
-
-    def __init__(self, node: Any, prefix: str) -> None:
-        self.node = node
-        self.prefix = prefix
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def raw(self, name: str, default: Any = _MISSING) -> Any:
-        node = self.node
-        if isinstance(node, DictConfig):
-            if name not in node:
-                if default is _MISSING:
-                    raise ConfigError(self.key(name), "<missing>", "required key is missing")
-                return default
-            if OmegaConf.is_missing(node, name):
-                raise ConfigError(self.key(name), "???", "required value is missing")
-            try:
-                value = node[name]
-            except Exception as exc:  # interpolation errors etc.
-                raise ConfigError(self.key(name), "<unresolvable>", f"cannot resolve ({exc})".splitlines()[0]) from None
-            return value
-        if isinstance(node, Mapping):
-            if name not in node:
-                if default is _MISSING:
-                    raise ConfigError(self.key(name), "<missing>", "required key is missing")
-                return default
-            return node[name]
-        if hasattr(node, name):  # a schema dataclass instance
-            return getattr(node, name)
-        if default is _MISSING:
-            raise ConfigError(self.key(name), "<missing>", "required key is missing")
-        return default
-
-    def sub(self, name: str, required: bool = True) -> Optional["_Reader"]:
-        value = self.raw(name, _MISSING if required else None)
-        if value is None:
-            if required:
-                raise ConfigError(self.key(name), value, "must be a config group (mapping)")
-            return None
-        if not (isinstance(value, (DictConfig, Mapping)) or hasattr(value, "__dataclass_fields__")):
-            raise ConfigError(self.key(name), value, "must be a config group (mapping)")
-        return _Reader(value, self.key(name))
-
-    # -- typed readers ------------------------------------------------------------------------
-
-    def int_(self, name: str, *, lo: Optional[int] = None, hi: Optional[int] = None,
-             what: str = "", optional: bool = False, default: Any = _MISSING) -> Optional[int]:
-        v = self.raw(name, default)
-        if v is None and optional:
-            return None
-        allowed = what or _int_range_text(lo, hi)
-        if optional:
-            allowed += " or null"
-        if isinstance(v, bool) or not isinstance(v, int):
-            if isinstance(v, float) and v.is_integer() and math.isfinite(v):
-                v = int(v)
-            else:
-                raise ConfigError(self.key(name), v, allowed)
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise ConfigError(self.key(name), v, allowed)
-        return int(v)
-
-    def float_(self, name: str, *, lo: Optional[float] = None, lo_open: bool = False,
-               hi: Optional[float] = None, what: str = "", optional: bool = False,
-               default: Any = _MISSING) -> Optional[float]:
-        v = self.raw(name, default)
-        if v is None and optional:
-            return None
-        allowed = what or _float_range_text(lo, lo_open, hi)
-        if optional:
-            allowed += " or null"
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(self.key(name), v, allowed)
-        v = float(v)
-        if not math.isfinite(v):
-            raise ConfigError(self.key(name), v, allowed)
-        if lo is not None and (v < lo or (lo_open and v == lo)):
-            raise ConfigError(self.key(name), v, allowed)
-        if hi is not None and v > hi:
-            raise ConfigError(self.key(name), v, allowed)
-        return v
-
-    def bool_(self, name: str, default: Any = _MISSING) -> bool:
-        v = self.raw(name, default)
-        if not isinstance(v, bool):
-            raise ConfigError(self.key(name), v, "must be true or false")
-        return v
-
-    def choice(self, name: str, choices: tuple[str, ...], default: Any = _MISSING) -> str:
-        v = self.raw(name, default)
-        if not isinstance(v, str) or v not in choices:
-            raise ConfigError(self.key(name), v, "must be one of " + "|".join(choices))
-        return v
-
-
-def _int_range_text(lo: Optional[int], hi: Optional[int]) -> str:
-    if lo == 1 and hi is None:
-        return "must be a positive integer"
-    if lo == 0 and hi is None:
-        return "must be a non-negative integer"
-    if lo is not None and hi is not None:
-        return f"must be an integer in [{lo}, {hi}]"
-    if lo is not None:
-        return f"must be an integer >= {lo}"
-    return "must be an integer"
-
-
-def _float_range_text(lo: Optional[float], lo_open: bool, hi: Optional[float]) -> str:
-    if lo == 0 and lo_open and hi is None:
-        return "must be a positive finite number"
-    if lo == 0 and not lo_open and hi is None:
-        return "must be a finite number >= 0"
-    if lo is not None:
-        op = ">" if lo_open else ">="
-        if hi is not None:
-            return f"must be a finite number {op} {lo:g} and <= {hi:g}"
-        return f"must be a finite number {op} {lo:g}"
-    return "must be a finite number"
-
-
-def resolve_device(device: str, key: str = "device") -> str:
-    """Resolve ``auto`` and check that a requested CUDA device exists.
-
-    ``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``. ``cuda``/``cuda:K`` without CUDA
-    (or without torch) raises ConfigError.
-    """
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise ConfigError(key, device, "must be one of auto|cpu|cuda|cuda:K")
-    if device == "cpu":
-        return "cpu"
+    if isinstance(cfg, cls):
+        return cfg
+    _check_groups(cls, cfg)
     try:
-        import torch
-
-        available = bool(torch.cuda.is_available())
-        count = torch.cuda.device_count() if available else 0
-    except Exception:  # torch missing or broken: no CUDA
-        available, count = False, 0
-    if device == "auto":
-        return "cuda" if available else "cpu"
-    if not available:
-        raise ConfigError(key, device, "CUDA is not available on this machine; use cpu or auto")
-    if ":" in device and int(device.split(":")[1]) >= count:
-        raise ConfigError(key, device, f"only {count} CUDA device(s) visible; use cuda:0..cuda:{count - 1}")
-    return device
+        return OmegaConf.to_object(OmegaConf.merge(_writable_schema(cls), cfg))
+    except OmegaConfBaseException as exc:
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(exc.full_key or "<config>", getattr(exc, "value", None), line) from None
 
 
-def _data(r: _Reader) -> dict:
-    """Read and check data.* (checks that need model.N happen in settings_from_config)."""
-    kind = r.choice("kind", DATA_KINDS)
-    target = r.choice("target", TARGETS)
-    teacher = r.choice("teacher", TEACHERS, default="fixed")
-    real = kind in REAL_DATA_KINDS
-    out = dict(
-        P=r.int_("P", lo=1),
-        alpha=r.float_("alpha", lo=0.0, lo_open=True, optional=real),
-        beta=r.float_("beta", lo=-1.0, lo_open=True, optional=real),
-        lam_1=r.float_("lam_1", lo=0.0, lo_open=True, default=1.0),
-        c=r.float_("c", lo=0.0, lo_open=True, default=1.0),
-        label_noise=r.float_("label_noise", lo=0.0, default=0.0,
-                             what="must be a finite number >= 0 (a variance)"),
-        kind=kind,
-        target=target,
-        teacher=teacher,
-        pool_size=r.int_("pool_size", lo=1, optional=True, default=None),
-        input_dim=r.int_("input_dim", lo=1, default=64),
-    )
-    if real and target != "labels":
-        raise ConfigError(r.key("target"), target, f"must be labels for data.kind={kind}")
-    if not real and target == "labels":
-        raise ConfigError(r.key("target"), target,
-                          f"labels needs real data (data.kind=digits|mnist1d), got data.kind={kind}")
-    if kind == "powerlaw_eigen" and target == "teacher_network":
-        raise ConfigError(r.key("target"), target,
-                          "must be powerlaw_teacher for data.kind=powerlaw_eigen")
-    return out
+def register_configs() -> None:
+    """Store the schemas ``train_schema`` and ``predict_schema`` in Hydra's ConfigStore (the
+    first entry of the defaults lists of conf/train.yaml and conf/predict.yaml). Idempotent."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=_writable_schema(TrainConfig))
+    cs.store(name="predict_schema", node=_writable_schema(PredictConfig))
 
 
-def settings_from_config(cfg: Any) -> Settings:
-    """Turn a composed config (DictConfig, dict or schema instance) into frozen :class:`Settings`.
-
-    Checks every value; raises :class:`ConfigError` with a one-line message naming the key,
-    its value and what is allowed. Groups ``ensemble`` and ``hooks`` are optional (the theory
-    app has neither). ``device: auto`` is resolved here (imports torch only if needed).
-    """
-    if isinstance(cfg, (DictConfig, Mapping)) or hasattr(cfg, "__dataclass_fields__"):
-        top = _Reader(cfg, "")
-    else:
-        raise ConfigError("<config>", type(cfg).__name__, "must be a mapping / DictConfig")
-
-    seed = top.int_("seed", lo=0, hi=2**63 - 1, what="must be an integer in [0, 2**63 - 1]", default=0)
-    dtype = top.choice("dtype", DTYPES, default="float32")
-    threads = top.int_("threads", lo=1, optional=True, default=1,
-                       what="must be a positive integer (torch CPU threads) or null")
-    device_raw = top.raw("device", "auto")
-
-    # ---- data
-    rd = top.sub("data")
-    data = _data(rd)
-
-    # ---- model
-    rm = top.sub("model")
-    N = rm.int_("N", lo=1)
-    model_kind = rm.choice("kind", MODEL_KINDS)
-    nonlinearity = rm.choice("nonlinearity", NONLINEARITIES, default="relu")
-    M_raw = rm.int_("M", lo=1, optional=True, default=None,
-                    what="must be an integer >= model.N (total teacher modes)")
-    if M_raw is not None and M_raw < N:
-        raise ConfigError(rm.key("M"), M_raw, f"must be an integer >= model.N={N} or null (M = N)")
-    M = N if M_raw is None else M_raw
-    if model_kind == "eigenfeature" and data["kind"] != "powerlaw_eigen":
-        raise ConfigError(rm.key("kind"), model_kind,
-                          f"eigenfeature needs data.kind=powerlaw_eigen (got data.kind={data['kind']}); "
-                          "use model=random_features")
-    if data["target"] == "teacher_network" and model_kind != "random_features":
-        raise ConfigError(rd.key("target"), data["target"], "teacher_network needs model=random_features")
-
-    # pool size: only meaningful for input-space data; resolve null to several times N.
-    if data["kind"] == "powerlaw_eigen":
-        pool_size = data["pool_size"]
-    else:
-        cap = REAL_DATA_SIZES.get(data["kind"])
-        pool_size = data["pool_size"]
-        if pool_size is None:
-            pool_size = max(POOL_FACTOR * N, 2 * data["P"])
-            if cap is not None:
-                pool_size = min(pool_size, cap)
-        if cap is not None and pool_size > cap:
-            raise ConfigError(rd.key("pool_size"), pool_size,
-                              f"must be <= {cap} (size of the {data['kind']} data set)")
-        if pool_size <= data["P"]:
-            if data["pool_size"] is None:  # resolved default too small: blame P
-                raise ConfigError(rd.key("P"), data["P"],
-                                  f"must be < {pool_size} (samples available in {data['kind']})")
-            raise ConfigError(rd.key("pool_size"), pool_size,
-                              f"must be an integer > data.P={data['P']}")
-    data["pool_size"] = pool_size
-
-    # ---- dynamics
-    ry = top.sub("dynamics")
-    name = ry.choice("name", DYNAMICS)
-    wd = ry.float_("weight_decay", lo=0.0, default=0.0)
-    temp = ry.float_("temperature", lo=0.0, default=0.0)
-    init_var = ry.float_("init_variance", lo=0.0, default=0.0,
-                         what="must be a finite number >= 0 (a variance)")
-    dt = ry.float_("dt", lo=0.0, lo_open=True, optional=True, default=None)
-    t_max = ry.float_("t_max", lo=0.0, lo_open=True)
-    n_evals = ry.int_("n_evals", lo=2, what="must be an integer >= 2")
-    integrator = ry.choice("integrator", INTEGRATORS, default="euler")
-    stride_rule = "must be a power of two >= 1 (1: one product per Euler step)"
-    max_stride = ry.int_("max_stride", lo=1, optional=True, default=None, what=stride_rule)
-    if max_stride is not None and max_stride & (max_stride - 1):
-        raise ConfigError(ry.key("max_stride"), max_stride, stride_rule + " or null")
-    if dt is not None and dt > t_max:
-        raise ConfigError(ry.key("dt"), dt, f"must be <= dynamics.t_max={t_max:g}")
-    if name == "gradient_flow":
-        if wd != 0.0:
-            raise ConfigError(ry.key("weight_decay"), wd,
-                              "must be 0 for dynamics=gradient_flow (use dynamics=weight_decay)")
-        if temp != 0.0:
-            raise ConfigError(ry.key("temperature"), temp,
-                              "must be 0 for dynamics=gradient_flow (use dynamics=langevin)")
-    elif name == "weight_decay":
-        if wd <= 0.0:
-            raise ConfigError(ry.key("weight_decay"), wd, "must be > 0 for dynamics=weight_decay")
-        if temp != 0.0:
-            raise ConfigError(ry.key("temperature"), temp,
-                              "must be 0 for dynamics=weight_decay (use dynamics=langevin or bayes)")
-    elif name == "langevin":
-        if temp <= 0.0:
-            raise ConfigError(ry.key("temperature"), temp, "must be > 0 for dynamics=langevin")
-    elif name == "bayes":
-        if wd <= 0.0:
-            raise ConfigError(ry.key("weight_decay"), wd,
-                              "must be > 0 for dynamics=bayes (prior variance = temperature/weight_decay)")
-        if temp <= 0.0:
-            raise ConfigError(ry.key("temperature"), temp,
-                              "must be > 0 for dynamics=bayes (the posterior noise variance)")
-
-    # ---- theory
-    rt = top.sub("theory")
-    theory = TheorySettings(enabled=rt.bool_("enabled"), modes=rt.bool_("modes", default=True))
-
-    # ---- ensemble (optional group)
-    ensemble = None
-    re_ = top.sub("ensemble", required=False)
-    if re_ is not None:
-        ensemble = EnsembleSettings(
-            datasets=re_.int_("datasets", lo=1),
-            replicas=re_.int_("replicas", lo=1),
-            estimate_variance=re_.bool_("estimate_variance", default=True),
-        )
-
-    # ---- hooks (optional group)
-    hooks = None
-    rh = top.sub("hooks", required=False)
-    if rh is not None:
-        res = rh.sub("early_stopping")
-        rc = rh.sub("checkpoint")
-        hooks = HooksSettings(
-            eigenmode=rh.bool_("eigenmode"),
-            tensorboard=rh.bool_("tensorboard"),
-            early_stopping=EarlyStoppingSettings(
-                enabled=res.bool_("enabled"),
-                patience=res.int_("patience", lo=1),
-                halt=res.bool_("halt", default=False),
-                validation_size=res.int_("validation_size", lo=1, optional=True, default=None),
-            ),
-            checkpoint=CheckpointSettings(enabled=rc.bool_("enabled"), every=rc.int_("every", lo=1)),
-            progress=rh.bool_("progress", default=True),
-            image_every=rh.int_("image_every", lo=1, default=1),
-        )
-        rb = rh.sub("budget", required=False)
-        if rb is not None:
-            hooks = replace(hooks, max_evals=rb.int_("max_evals", lo=1, optional=True, default=None),
-                            max_wall_s=rb.float_("max_wall_s", lo=0.0, lo_open=True, optional=True,
-                                                 default=None))
-
-    settings_wo_device = dict(
-        seed=seed,
-        dtype=dtype,
-        threads=threads,
-        data=DataSettings(**data),
-        model=ModelSettings(N=N, kind=model_kind, nonlinearity=nonlinearity, M=M),
-        dynamics=DynamicsSettings(name=name, weight_decay=wd, temperature=temp, init_variance=init_var,
-                                  dt=dt, t_max=t_max, n_evals=n_evals, integrator=integrator,
-                                  max_stride=max_stride),
-        theory=theory,
-        ensemble=ensemble,
-        hooks=hooks,
-    )
-    probe = Settings(device="cpu", **settings_wo_device)
-    if ensemble is not None and ensemble.estimate_variance and probe.has_noise and ensemble.replicas < 2:
-        raise ConfigError(
-            "ensemble.replicas", ensemble.replicas,
-            "must be >= 2 to split bias and variance when there is noise (label noise, temperature "
-            "or init variance); or set ensemble.estimate_variance=false",
-        )
-    device = resolve_device(device_raw)  # last: may import torch
-    return Settings(device=device, **settings_wo_device)
+def as_dict(obj: Any, results_only: bool = False) -> Any:
+    """A config object as nested plain dicts (for records and hashing); ``results_only``: only
+    the fields that can change a run's results (not those marked :data:`NOT_RESULT`)."""
+    if is_dataclass(obj):
+        return {f.name: as_dict(getattr(obj, f.name), results_only) for f in fields(obj)
+                if not (results_only and f.metadata.get("result") is False)}
+    if isinstance(obj, (list, tuple)):
+        return [as_dict(v, results_only) for v in obj]
+    return obj

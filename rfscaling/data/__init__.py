@@ -1,5 +1,5 @@
-"""Data for the testbed: typed ensemble containers, synthetic eigenfeature data, input data
-(Gaussian power-law inputs, sklearn digits, MNIST-1D) and targets."""
+"""Data for the testbed: typed ensemble containers, seeds and streams, synthetic eigen-space
+sampling, pools of input-space samples, and the registered data sets (``rfscaling/data/sets/``)."""
 
 from rfscaling.data.eigen import (
     TEACHERS,
@@ -8,14 +8,6 @@ from rfscaling.data.eigen import (
     sample_eigen_ensemble,
     sample_eigen_validation,
 )
-from rfscaling.data.inputs import (
-    binary_labels,
-    digits_inputs,
-    gaussian_power_law_inputs,
-    mnist1d_inputs,
-    pool_ensemble,
-)
-from rfscaling.data.problem import Problem, ProblemSpec, make_problem, random_streams
 from rfscaling.data.ensemble import (
     EnsembleData,
     ValidationData,
@@ -24,16 +16,13 @@ from rfscaling.data.ensemble import (
     resolve_device,
     resolve_dtype,
 )
+from rfscaling.data.inputs import binary_labels, pool_ensemble
+from rfscaling.data.sets import DATASETS, DataSet
 
 __all__ = [
-    "Problem",
-    "ProblemSpec",
-    "make_problem",
-    "random_streams",
+    "DATASETS",
+    "DataSet",
     "binary_labels",
-    "digits_inputs",
-    "gaussian_power_law_inputs",
-    "mnist1d_inputs",
     "pool_ensemble",
     "TEACHERS",
     "EigenTask",

@@ -1,9 +1,6 @@
-"""Input-space data for the random-feature network, and ensembles drawn from a pool.
-
-Inputs: Gaussian with a power-law covariance, scikit-learn's bundled digits (no download),
-MNIST-1D generated locally with the ``mnist1d`` package's generator (never its download path).
-Targets: a power-law teacher in the kernel eigenbasis, a random teacher network, or the data
-set's labels (``+1`` for classes 0-4, ``-1`` for 5-9).
+"""Ensembles drawn from a pool of input-space samples (the data sets are in
+``rfscaling/data/sets/``), and regression targets from class labels (``+1`` for classes 0-4,
+``-1`` for 5-9).
 
 The pool is the population: every dataset of the ensemble draws its P training samples (and
 its validation samples) without replacement from the pool, and E_g is measured on the pool.
@@ -17,63 +14,8 @@ import numpy as np
 import torch
 
 from rfscaling.data.ensemble import EnsembleData, ValidationData
-from rfscaling.errors import MissingPackage
 
-__all__ = [
-    "gaussian_power_law_inputs",
-    "digits_inputs",
-    "mnist1d_inputs",
-    "binary_labels",
-    "pool_ensemble",
-]
-
-
-def gaussian_power_law_inputs(n: int, input_dim: int, alpha: float, generator: torch.Generator,
-                              dtype: torch.dtype = torch.float64, device="cpu") -> torch.Tensor:
-    """x ~ N(0, diag(v)), v_i proportional to i^-(1+alpha), normalised to sum v_i = input_dim."""
-    i = torch.arange(1, input_dim + 1, dtype=torch.float64)
-    v = i ** (-(1.0 + alpha))
-    v = v * (input_dim / v.sum())
-    z = torch.randn(n, input_dim, generator=generator, dtype=dtype, device=device)
-    return z * v.sqrt().to(dtype=dtype, device=device)
-
-
-def _standardise(x: np.ndarray) -> np.ndarray:
-    mu, sd = x.mean(0), x.std(0)
-    return (x - mu) / np.where(sd > 0, sd, 1.0)
-
-
-def digits_inputs() -> tuple[np.ndarray, np.ndarray]:
-    """sklearn's bundled 8x8 digits (1797 x 64, shipped with scikit-learn), pixels z-scored."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return _standardise(d.data.astype(np.float64)), d.target.astype(np.int64)
-
-
-def mnist1d_inputs(n: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` MNIST-1D signals (n x 40) from the package's local generator, z-scored per position.
-
-    Uses ``mnist1d.data.make_dataset`` with ``get_dataset_args()`` (never the download path);
-    numpy's global RNG, which the generator reseeds, is restored afterwards.
-    """
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError:
-        raise MissingPackage("data=mnist1d", "mnist1d", "mnist1d") from None
-
-    args = get_dataset_args()
-    per_class = int(math.ceil(n / 10))
-    args.num_samples = 10 * per_class
-    args.train_split = 1.0
-    args.seed = int(seed)
-    state = np.random.get_state()
-    try:
-        d = make_dataset(args)
-    finally:
-        np.random.set_state(state)
-    x, y = d["x"][:n].astype(np.float64), d["y"][:n].astype(np.int64)
-    return _standardise(x), y
+__all__ = ["binary_labels", "pool_ensemble"]
 
 
 def binary_labels(labels: np.ndarray) -> np.ndarray:

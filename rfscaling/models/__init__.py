@@ -1,22 +1,7 @@
-"""Models of the testbed: the eigenfeature student and the random-feature network (frozen
-random first layer, trainable readout), plus the kernel eigenbasis measured on a pool."""
+"""Models of the testbed, by name (``model.kind``): each module registers a model in
+:data:`MODELS` that turns a data set into a :class:`Problem` in kernel eigen-coordinates (the
+eigenfeature student, the random-feature network with a frozen random first layer)."""
 
-from rfscaling.models.random_features import (
-    NONLINEARITIES,
-    EigenfeatureModel,
-    KernelBasis,
-    RandomFeatureMap,
-    RandomFeatureModel,
-    kernel_basis,
-    teacher_coefficients,
-)
+from rfscaling.models.problem import MODELS, Model, Problem, ProblemSpec, check_problem, make_problem, random_streams
 
-__all__ = [
-    "NONLINEARITIES",
-    "EigenfeatureModel",
-    "KernelBasis",
-    "RandomFeatureMap",
-    "RandomFeatureModel",
-    "kernel_basis",
-    "teacher_coefficients",
-]
+__all__ = ["MODELS", "Model", "Problem", "ProblemSpec", "check_problem", "make_problem", "random_streams"]

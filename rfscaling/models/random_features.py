@@ -18,11 +18,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rfscaling.config import DataConfig, ModelConfig
+from rfscaling.data.ensemble import make_generator
+from rfscaling.data.inputs import binary_labels, pool_ensemble
+from rfscaling.data.sets import DATASETS, DataSet
+from rfscaling.errors import ConfigError
+from rfscaling.models.problem import MODELS, Problem, ProblemSpec
+
 __all__ = [
     "NONLINEARITIES",
     "RandomFeatureMap",
     "RandomFeatureModel",
-    "EigenfeatureModel",
     "KernelBasis",
     "kernel_basis",
     "teacher_coefficients",
@@ -79,24 +85,6 @@ class RandomFeatureModel(nn.Module):
         return self.features(x) @ weights.transpose(-1, -2)
 
 
-class EigenfeatureModel(nn.Module):
-    """Linear student on eigenfeatures, f(x) = sum_k w_k x_k (the theory's own model).
-
-    Inputs are already eigen-coordinates (x_k = sqrt(lam_k) z_k); ``forward(x (D, P, N),
-    weights (D, R, N)) -> (D, R, P)``.
-    """
-
-    def __init__(self, eigenvalues: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("eigenvalues", eigenvalues.clone())
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(weights, x.transpose(1, 2))
-
-
 @dataclass(frozen=True)
 class KernelBasis:
     """Eigen-decomposition of the pool feature covariance: ``eigenvalues`` (N,) decreasing
@@ -144,3 +132,93 @@ def teacher_coefficients(basis: KernelBasis, pool_features: torch.Tensor, pool_t
     unexplained = (power - (lam * w**2).sum(-1)).clamp_min(0.0)
     dt = pool_features.dtype
     return w.to(dt), unexplained.to(dt), power.to(dt)
+
+
+# --------------------------------------------------------------------------------------------
+# The registered model: random features of a data set's inputs
+
+
+def _targets(spec: ProblemSpec, x: torch.Tensor, labels, Xe: torch.Tensor, basis: KernelBasis,
+             gt: torch.Generator) -> torch.Tensor:
+    """Clean targets on the pool, (D, pool): a power-law teacher in the kernel eigenbasis, random
+    teacher networks of width M, or the data set's labels (+1 for classes 0-4, -1 for 5-9)."""
+    d, m, D = spec.data, spec.model, spec.datasets
+    if d.target == "powerlaw_teacher":
+        k = torch.arange(1, m.N + 1, dtype=torch.float64, device=spec.device)
+        s = torch.zeros(m.N, dtype=torch.float64, device=spec.device)
+        r = basis.rank
+        s[:r] = d.c * k[:r] ** (-(1.0 + d.beta)) / basis.eigenvalues[:r]
+        amp = s.sqrt().expand(D, -1)
+        W = amp.clone() if d.teacher == "fixed" else amp * torch.randn(D, m.N, generator=gt, dtype=torch.float64,
+                                                                       device=spec.device)
+        return W @ Xe.T  # (D, pool)
+    if d.target == "teacher_network":
+        width = m.teacher_modes
+        n_teachers = 1 if d.teacher == "fixed" else D
+        Ys = []
+        for _ in range(n_teachers):  # a handful of teachers at most; each is one matmul
+            tmap = RandomFeatureMap(x.shape[1], width, m.nonlinearity, gt, torch.float64, spec.device)
+            a = torch.randn(width, generator=gt, dtype=torch.float64, device=spec.device)
+            with torch.no_grad():
+                Ys.append(tmap(x) @ a)
+        return torch.stack(Ys).expand(D, -1) if n_teachers == 1 else torch.stack(Ys)
+    return torch.as_tensor(binary_labels(labels), dtype=torch.float64, device=spec.device).expand(D, -1)
+
+
+def _problem(spec: ProblemSpec) -> Problem:
+    d, m = spec.data, spec.model
+    x, labels = spec.dataset.draw(d, spec.pool_size, spec.seed, spec.device)
+    pool = x.shape[0]
+    din = x.shape[1]
+    gm = make_generator(spec.seed, "model", device=spec.device)
+    fmap = RandomFeatureMap(din, m.N, m.nonlinearity, gm, torch.float64, spec.device)
+    with torch.no_grad():
+        phi = fmap(x)  # (pool, N)
+    basis = kernel_basis(phi)
+    Xe = basis.to_eigen(phi)  # (pool, N) eigen-coordinates, float64
+    lam = basis.eigenvalues
+    D = spec.datasets
+    Y = _targets(spec, x, labels, Xe, basis, make_generator(spec.seed, "teacher", device=spec.device))
+    W, unexplained, power = teacher_coefficients(basis, phi, Y)
+    unexplained_mean = float(unexplained.mean())
+    gd = make_generator(spec.seed, "data", device=spec.device)
+    data, val = pool_ensemble(Xe.to(spec.dtype), Y.to(spec.dtype), W.to(spec.dtype), lam.to(spec.dtype), d.P, D,
+                              spec.replicas, d.label_noise, gd, spec.validation_size, unexplained_mean)
+    r = basis.rank
+    lam_np = lam.cpu().numpy()[:r]
+    s_np = (W.to(torch.float64) ** 2).mean(0).cpu().numpy()[:r]
+    info = {
+        "pool_size": int(pool),
+        "input_dim": int(din),
+        "kernel_rank": int(r),
+        "target_power": float(power.mean()),
+        "unexplained_variance": unexplained_mean,
+        "spectrum_head": [float(v) for v in lam_np[:8]],
+    }
+    return Problem(data, val, lam_np, s_np, d.label_noise, unexplained_mean, info=info)
+
+
+@MODELS.register("random_features")
+class RandomFeatures:
+    @staticmethod
+    def check(data: DataConfig, model: ModelConfig, dataset: DataSet) -> None:
+        if dataset.eigen_space:
+            inputs = [n for n in DATASETS.names() if not DATASETS.get(n).eigen_space]
+            raise ConfigError("data.kind", data.kind, "the random-feature network needs input data "
+                              f"(data.kind={'|'.join(inputs)})")
+
+    problem = staticmethod(_problem)
+
+    @staticmethod
+    def draws(spec: ProblemSpec) -> dict[str, str]:
+        d, dataset = spec.data, spec.dataset
+        draws = {}
+        if dataset.size is None or spec.pool_size < dataset.size:  # all of a fixed data set: no random subset
+            draws["inputs"] = dataset.input_stream
+        draws["feature_map"] = "model"
+        if d.target == "teacher_network" or (d.target == "powerlaw_teacher" and d.teacher == "random"):
+            draws["teacher"] = "teacher"
+        draws.update(sample_selection="data", label_noise="data")
+        if spec.validation_size > 0:
+            draws["validation"] = "data"
+        return draws
