@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rfscaling.errors import ConfigError
+
 __all__ = [
     "EnsembleData",
     "ValidationData",
@@ -96,16 +98,23 @@ class ValidationData:
         return (resid * resid).mean(dim=-1)
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda when available else cpu; ``cpu``; ``cuda`` (error if unavailable)."""
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda``/``cuda:K`` must exist
+    (ConfigError on ``device`` otherwise). The one place a device name is resolved."""
     name = str(device)
+    if name == "cpu":
+        return name
+    available = torch.cuda.is_available()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name}: CUDA is not available on this machine (use auto or cpu)")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"device={name}: must be auto, cpu or cuda")
-    return torch.device(name)
+        return "cuda" if available else "cpu"
+    if not name.startswith("cuda"):
+        raise ConfigError("device", name, "must be one of auto|cpu|cuda|cuda:K")
+    if not available:
+        raise ConfigError("device", name, "CUDA is not available on this machine; use cpu or auto")
+    count = torch.cuda.device_count()
+    if ":" in name and int(name.split(":")[1]) >= count:
+        raise ConfigError("device", name, f"only {count} CUDA device(s) visible; use cuda:0..cuda:{count - 1}")
+    return name
 
 
 def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:

@@ -10,15 +10,19 @@ eigen-coordinates (weights (D, R, N): data sets x replicas x modes):
 * ``train_errors(weights) -> (D, R)`` and ``macs_per_step()`` for the measurement and the
   compute count; ``stepwise``: whether ``advance`` costs in proportion to ``n`` (then the loop
   splits long advances into progress chunks), ``lambda_max``: the stiffest Hessian eigenvalue
-  of the drawn data (or None), named in the message of a diverged run.
+  of the drawn data (or None), named in the message of a diverged run; ``describe()``: how it
+  steps, for summary.json (``integrator``, ``euler_form``, ``euler_stride``).
+
+Dynamics are chosen by name (``dynamics.name``): see :mod:`rfscaling.dynamics.kinds`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Optional, Protocol, Sequence, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # torch only for the annotations: the registry of kinds imports this without it
+    import torch
 
 __all__ = ["State", "Dynamics"]
 
@@ -51,3 +55,5 @@ class Dynamics(Protocol):
     def train_errors(self, weights: torch.Tensor) -> torch.Tensor: ...
 
     def macs_per_step(self) -> int: ...
+
+    def describe(self) -> dict: ...

@@ -47,31 +47,16 @@ kernel form's forcing decays as ``c_k = (1 - dt wd)^k``; over ``s`` steps it sum
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
+from rfscaling.config import DynamicsConfig
 from rfscaling.data.ensemble import EnsembleData
 from rfscaling.dynamics.base import State
 from rfscaling.dynamics.spectral import top_eigenvalue
 
-__all__ = ["DynamicsParams", "State", "EulerDynamics", "FORMS", "MAX_STRIDE", "choose_form", "choose_stride",
+__all__ = ["State", "EulerDynamics", "FORMS", "MAX_STRIDE", "choose_form", "choose_stride",
            "design_gram", "hessian_top_eigenvalue", "stable_step_size"]
-
-
-@dataclass(frozen=True)
-class DynamicsParams:
-    """``dw = -grad L dt + sqrt(2 temperature) dB``, ``w(0) ~ N(0, init_variance I)``."""
-
-    weight_decay: float = 0.0
-    temperature: float = 0.0
-    init_variance: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("weight_decay", "temperature", "init_variance"):
-            v = getattr(self, name)
-            if not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name}={v}: must be a finite number >= 0")
 
 
 def design_gram(features: torch.Tensor) -> torch.Tensor:
@@ -167,7 +152,7 @@ def choose_stride(call_lengths, gram_size: int, columns: int, form: str, max_str
     return best
 
 
-def init_weights(shape, params: DynamicsParams, generator: torch.Generator, dtype, device) -> torch.Tensor:
+def init_weights(shape, params: DynamicsConfig, generator: torch.Generator, dtype, device) -> torch.Tensor:
     w = torch.zeros(shape, dtype=dtype, device=device)
     if params.init_variance > 0:
         w = math.sqrt(params.init_variance) * torch.randn(shape, generator=generator, dtype=dtype, device=device)
@@ -199,10 +184,11 @@ class EnsembleReadout:
 
 
 class EulerDynamics(EnsembleReadout):
-    stepwise = True  # cost in proportion to the steps: the loop advances in progress chunks
     """Euler(-Maruyama) integrator of the ensemble; see the module docstring."""
 
-    def __init__(self, data: EnsembleData, params: DynamicsParams, dt: float | None = None,
+    stepwise = True  # cost in proportion to the steps: the loop advances in progress chunks
+
+    def __init__(self, data: EnsembleData, params: DynamicsConfig, dt: float | None = None,
                  lambda_max: float | None = None, form: str = "auto", gram: torch.Tensor | None = None,
                  max_stride: int = MAX_STRIDE) -> None:
         """``lambda_max``: max_d lambda_max(H_d) if the caller has it already (else computed).
@@ -253,6 +239,9 @@ class EulerDynamics(EnsembleReadout):
         self._power = self._sum_matrix = self._forcing = None
 
     # -- strided stepping (see the module docstring) ------------------------------------------
+
+    def describe(self) -> dict:
+        return {"integrator": "euler", "euler_form": self.form, "euler_stride": self.stride}
 
     def plan(self, call_lengths) -> int:
         """Choose and set the stride for a run that makes ``advance`` calls of these lengths

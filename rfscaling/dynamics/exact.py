@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 import torch
 
+from rfscaling.config import DynamicsConfig
 from rfscaling.data.ensemble import EnsembleData
 from rfscaling.dynamics.base import State
-from rfscaling.dynamics.euler import DynamicsParams, EnsembleReadout, init_weights
+from rfscaling.dynamics.euler import EnsembleReadout, init_weights
 
 __all__ = ["HessianEigen", "ExactDynamics", "PosteriorDynamics", "ExactMoments", "exact_moments", "posterior_sample", "flow_factor"]
 
@@ -67,8 +68,9 @@ def _langevin_var(h: torch.Tensor, t, temperature: float) -> torch.Tensor:
 class HessianEigen:
     """Eigen-decomposition of the design Gram ``X^T X = V diag(s2) V^T`` restricted to its range:
     ``s2`` (D, r), ``Vh`` (D, r, N) = V^T with r = min(P, N), ``null_weight`` (D, N) =
-    1 - sum_j Vh_jn^2 (weight of coordinate n on the null space of X), ``weight_decay``.
-    H eigenvalues are ``h = s2 + weight_decay`` on the range and ``weight_decay`` off it.
+    1 - sum_j Vh_jn^2 (weight of coordinate n on the null space of X). The Hessian
+    ``H = X^T X + weight_decay I`` has eigenvalues ``s2 + weight_decay`` on the range and
+    ``weight_decay`` off it; the weight decay is the dynamics' own (``DynamicsConfig``).
 
     Computed in float64 from the smaller Gram matrix (``eigh`` of X X^T when P < N, of X^T X
     otherwise; much faster than an SVD on CPU); range directions with ``s2 <= rtol * max s2``
@@ -78,10 +80,9 @@ class HessianEigen:
     s2: torch.Tensor
     Vh: torch.Tensor
     null_weight: torch.Tensor
-    weight_decay: float
 
     @staticmethod
-    def of(features: torch.Tensor, weight_decay: float = 0.0, rtol: float = 1e-12) -> "HessianEigen":
+    def of(features: torch.Tensor, rtol: float = 1e-12) -> "HessianEigen":
         X = features.to(torch.float64)
         D, P, N = X.shape
         if P < N:
@@ -97,11 +98,7 @@ class HessianEigen:
             Vh = V.transpose(1, 2)
             null = torch.zeros(D, N, dtype=X.dtype, device=X.device)
         dt = features.dtype
-        return HessianEigen(c.to(dt), Vh.to(dt).contiguous(), null.to(dt), float(weight_decay))
-
-    @property
-    def h(self) -> torch.Tensor:
-        return self.s2 + self.weight_decay
+        return HessianEigen(c.to(dt), Vh.to(dt).contiguous(), null.to(dt))
 
     @property
     def has_null_space(self) -> bool:
@@ -117,12 +114,13 @@ class ExactDynamics(EnsembleReadout):
 
     stepwise = False  # one jump per call, whatever its length
 
-    def __init__(self, data: EnsembleData, params: DynamicsParams, dt: float = 1.0,
+    def __init__(self, data: EnsembleData, params: DynamicsConfig, dt: float = 1.0,
                  eig: HessianEigen | None = None) -> None:
         self.data = data
         self.params = params
         self.dt = float(dt)
-        self.eig = eig if eig is not None else HessianEigen.of(data.features, params.weight_decay)
+        self.eig = eig if eig is not None else HessianEigen.of(data.features)
+        self._h = self.eig.s2 + params.weight_decay  # Hessian eigenvalues on the range of X
         # projections of b = X^T y on the H-eigenbasis: V^T X^T y, (D, R, r)
         self._VhT = self.eig.Vh.transpose(1, 2)  # (D, N, r) view: a contiguous copy was 1.2x faster, 2x memory
         self._b = torch.bmm(torch.bmm(data.labels, data.features), self._VhT)
@@ -131,10 +129,13 @@ class ExactDynamics(EnsembleReadout):
     @property
     def lambda_max(self) -> float:
         """Largest Hessian eigenvalue over the datasets."""
-        return float(self.eig.h.max())
+        return float(self._h.max())
 
     def plan(self, call_lengths) -> int:
         return 1  # a jump costs the same for any length: nothing to plan
+
+    def describe(self) -> dict:
+        return {"integrator": "exact", "euler_form": None, "euler_stride": None}
 
     def init(self, generator: torch.Generator) -> State:
         D, R = self.data.n_datasets, self.data.n_replicas
@@ -145,7 +146,7 @@ class ExactDynamics(EnsembleReadout):
         """Exact OU transition of the weights (D, R, N) over time ``delta`` (may be inf)."""
         eig, T = self.eig, self.params.temperature
         Vh, VhT = eig.Vh, self._VhT
-        h = eig.h[:, None, :]  # (D, 1, r)
+        h = self._h[:, None, :]  # (D, 1, r)
         a = torch.bmm(weights, VhT)  # row-space coordinates, (D, R, r)
         a_new = _decay(h, delta) * a + flow_factor(h, delta) * self._b
         if T > 0:
@@ -155,7 +156,7 @@ class ExactDynamics(EnsembleReadout):
             return torch.bmm(a_new, Vh)
         # w = a Vh + perp with perp = w - a Vh decaying at the weight-decay rate d0, so
         # w_new = d0 w + (a_new - d0 a) Vh [+ s0 (z - (z Vh^T) Vh)]: two products, not three
-        wd = torch.tensor(eig.weight_decay, dtype=weights.dtype, device=weights.device)
+        wd = torch.tensor(self.params.weight_decay, dtype=weights.dtype, device=weights.device)
         d0 = _decay(wd, delta)
         w = d0 * weights
         coef = a_new - d0 * a
@@ -180,7 +181,7 @@ class ExactDynamics(EnsembleReadout):
 
 
 
-def posterior_sample(data: EnsembleData, params: DynamicsParams, generator: torch.Generator,
+def posterior_sample(data: EnsembleData, params: DynamicsConfig, generator: torch.Generator,
                      eig: HessianEigen | None = None) -> State:
     """Bayesian GP posterior draws (noise variance T, prior variance T/weight_decay), one per
     replica: mean (X^T X + wd I)^{-1} X^T y_r, covariance T (X^T X + wd I)^{-1}. Closed form,
@@ -245,16 +246,17 @@ class ExactMoments:
         return self.mode_error.sum(-1)
 
 
-def exact_moments(data: EnsembleData, params: DynamicsParams, times, eig: HessianEigen | None = None) -> ExactMoments:
+def exact_moments(data: EnsembleData, params: DynamicsConfig, times, eig: HessianEigen | None = None) -> ExactMoments:
     """Mean and all noise covariances (label noise, Langevin, init) of the flow per dataset,
     evaluated at ``times`` without stepping; see the module docstring. Uses the datasets'
     ``features``, ``target_weights``, ``eigenvalues`` and ``label_noise`` (not the sampled labels)."""
-    eig = eig if eig is not None else HessianEigen.of(data.features, params.weight_decay)
+    eig = eig if eig is not None else HessianEigen.of(data.features)
     X = data.features
     t = torch.as_tensor(times, dtype=X.dtype, device=X.device).reshape(-1, 1, 1)  # (T, 1, 1)
     P = data.n_samples
     lam = data.eigenvalues
-    s2, h, Vh = eig.s2, eig.h, eig.Vh
+    s2, Vh = eig.s2, eig.Vh
+    h = s2 + params.weight_decay
     r = s2.shape[-1]
     wd = torch.tensor(params.weight_decay, dtype=X.dtype, device=X.device)
     T = params.temperature
@@ -297,7 +299,7 @@ class PosteriorDynamics:
     stepwise = False
     lambda_max = None
 
-    def __init__(self, data: EnsembleData, params: DynamicsParams, eig: HessianEigen | None = None) -> None:
+    def __init__(self, data: EnsembleData, params: DynamicsConfig, eig: HessianEigen | None = None) -> None:
         self.data = data
         self.params = params
         self._exact = ExactDynamics(data, params, dt=math.inf, eig=eig)
@@ -313,6 +315,9 @@ class PosteriorDynamics:
 
     def plan(self, call_lengths) -> int:
         return 1
+
+    def describe(self) -> dict:
+        return {"integrator": "closed_form", "euler_form": None, "euler_stride": None}
 
     def train_errors(self, weights: torch.Tensor) -> torch.Tensor:
         return self._exact.train_errors(weights)

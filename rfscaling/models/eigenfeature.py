@@ -11,7 +11,11 @@ import numpy as np
 import torch
 
 from rfscaling.config import DataConfig, ModelConfig
-from rfscaling.data.eigen import EigenTask, sample_eigen_ensemble, sample_eigen_validation
+from rfscaling.data.eigen import (
+    EigenTask,
+    sample_eigen_ensemble,
+    sample_eigen_validation,
+)
 from rfscaling.data.ensemble import EnsembleData, ValidationData, make_generator
 from rfscaling.data.sets import DataSet
 from rfscaling.errors import ConfigError

@@ -71,8 +71,8 @@ class Problem:
         variance) is moved to the bias, because it is a fixed function of the inputs and hence
         identical across the replicas of a dataset (as in ``rfscaling.predict``).
         """
-        from rfscaling.theory.curve import TheoryCurve
         from rfscaling.theory import predict
+        from rfscaling.theory.curve import TheoryCurve
 
         noise = self.label_noise + self.unexplained_variance
         pred = predict(self.theory_eigenvalues, self.theory_target_second_moment, self.data.n_samples,
