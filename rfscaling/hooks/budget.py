@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+from rfscaling.hooks.registry import HOOKS, HookContext
 from rfscaling.run.hook import HookBase
 from rfscaling.run.records import RunInfo, Snapshot, StopRequest
 
@@ -37,3 +38,10 @@ class BudgetHook(HookBase):
             return StopRequest(f"budget: {self.max_wall_s:g} s of wall time", resumable=True)
         return None
 
+
+@HOOKS.register("budget")
+def _factory(ctx: HookContext) -> Optional[BudgetHook]:
+    b = ctx.cfg.hooks.budget
+    if b.max_evals is None and b.max_wall_s is None:
+        return None
+    return BudgetHook(b.max_evals, b.max_wall_s)

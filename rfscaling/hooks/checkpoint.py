@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from rfscaling.files import atomic_write
+from rfscaling.hooks.registry import HOOKS, HookContext
 from rfscaling.run.hook import HookBase
 from rfscaling.run.records import RunInfo, RunSummary, Snapshot, StopRequest
 
@@ -32,8 +33,8 @@ __all__ = ["CheckpointHook", "load_checkpoint", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 #: Version of the checkpoint's contents; a checkpoint of another format is set aside, not resumed.
-#: 2: the run identity covers dynamics.max_stride.
-CHECKPOINT_FORMAT = 2
+#: 2: the run identity covers dynamics.max_stride; 3: the identity is derived from the config objects.
+CHECKPOINT_FORMAT = 3
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +118,11 @@ class CheckpointHook(HookBase):
         }
         atomic_write(self.directory / CHECKPOINT_NAME, lambda tmp: torch.save(ckpt, tmp))
         self.saved.append(snapshot.index)
+
+
+@HOOKS.register("checkpoint")
+def _factory(ctx: HookContext) -> Optional[CheckpointHook]:
+    c = ctx.cfg.hooks.checkpoint
+    if not c.enabled:
+        return None
+    return CheckpointHook(ctx.out_dir / "checkpoints", c.every, ctx.stateful, ctx.identity)

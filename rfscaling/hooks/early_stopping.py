@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from rfscaling.data.ensemble import ValidationData
+from rfscaling.hooks.registry import HOOKS, HookContext
 from rfscaling.run.hook import HookBase
 from rfscaling.run.records import EvalGroup, RunInfo, Snapshot, StopRequest
 
@@ -108,3 +109,11 @@ class EarlyStoppingHook(HookBase):
             out["theory_optimum_time"] = float(self.theory_times[j])
             out["theory_optimum_E_g"] = float(self.theory_eg[j])
         return out
+
+
+@HOOKS.register("early_stopping")
+def _factory(ctx: HookContext) -> Optional[EarlyStoppingHook]:
+    es = ctx.cfg.hooks.early_stopping
+    if not es.enabled or ctx.problem.validation is None:
+        return None
+    return EarlyStoppingHook(ctx.problem.validation, es.patience, es.halt)

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from rfscaling.files import atomic_write
+from rfscaling.hooks.registry import HOOKS, HookContext
 from rfscaling.run.hook import HookBase
 from rfscaling.run.records import RunInfo, RunSummary, Snapshot, StopRequest
 
@@ -145,3 +146,8 @@ class EigenmodeHook(HookBase):
                 np.savez(fh, **arrays)
 
         atomic_write(self.out_dir / "modes.npz", write)
+
+
+@HOOKS.register("eigenmode")
+def _factory(ctx: HookContext) -> EigenmodeHook:
+    return EigenmodeHook(ctx.out_dir)  # always on: it writes metrics.csv / modes.npz

@@ -12,6 +12,7 @@ import os
 import signal
 from typing import Optional
 
+from rfscaling.hooks.registry import HOOKS, HookContext
 from rfscaling.run.hook import HookBase
 from rfscaling.run.records import Snapshot, StopRequest
 
@@ -34,3 +35,8 @@ class PauseHook(HookBase):
 def pause_hook_from_env() -> Optional[PauseHook]:
     value = os.environ.get(PAUSE_ENV)
     return PauseHook(int(value)) if value else None
+
+
+@HOOKS.register("pause")
+def _factory(ctx: HookContext) -> Optional[PauseHook]:
+    return pause_hook_from_env()
