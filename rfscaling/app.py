@@ -289,8 +289,9 @@ def hydra_app(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[...
         def main(cfg: Any = None) -> Any:
             import hydra
 
-            from rfscaling.config import CONF_DIR
+            from rfscaling.config import CONF_DIR, register_configs
 
+            register_configs()  # the schemas conf/*.yaml are merged into
             entry = hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 return entry(task)(cfg)

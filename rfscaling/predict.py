@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from rfscaling.app import hydra_app
-from rfscaling.config import ConfigError, Settings, _Reader, settings_from_config
+from rfscaling.config import ConfigError, PredictConfig, to_config
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Curves:
         return {c: getattr(self, c) for c in COLUMNS}
 
 
-def time_grid(s: Settings) -> np.ndarray:
+def time_grid(s: PredictConfig) -> np.ndarray:
     """Log-spaced times from 1e-2/(P lam_1) to t_max (n_evals points), plus inf where finite.
 
     ``t = inf`` is included when the stationary limit exists: no Langevin noise, or weight decay
@@ -91,7 +91,7 @@ def time_grid(s: Settings) -> np.ndarray:
     return times
 
 
-def compute(s: Settings) -> Curves:
+def compute(s: PredictConfig) -> Curves:
     """Evaluate the DMFT prediction for settings ``s`` (power-law task, eigenfeature student)."""
     from rfscaling.theory import power_law_tail, power_law_task, predict
 
@@ -101,7 +101,8 @@ def compute(s: Settings) -> Curves:
         raise ConfigError("model.kind", s.model.kind, "the theory app supports only model.kind=eigenfeature")
     d, y = s.data, s.dynamics
     lam, w2 = power_law_task(s.model.N, d.alpha, d.beta, d.lam_1, d.c)
-    tail = power_law_tail(s.model.N, d.beta, d.c, s.model.M) if s.model.M > s.model.N else 0.0
+    M = s.model.teacher_modes
+    tail = power_law_tail(s.model.N, d.beta, d.c, M) if M > s.model.N else 0.0
     times = time_grid(s)
     # teacher modes N+1..M: the engine treats them as dataset-fixed label noise (bias) plus an
     # irreducible error (docs/theory.md, "Finite model size")
@@ -148,13 +149,13 @@ def format_table(c: Curves, rows: int = 12) -> str:
     return "\n".join(lines)
 
 
-def _title(s: Settings) -> str:
+def _title(s: PredictConfig) -> str:
     from rfscaling.plotting import format_title
 
     d, y = s.data, s.dynamics
     params: dict[str, Any] = {"P": d.P, "N": s.model.N}
-    if s.model.M != s.model.N:
-        params["M"] = s.model.M
+    if s.model.teacher_modes != s.model.N:
+        params["M"] = s.model.teacher_modes
     params.update({"alpha": d.alpha, "beta": d.beta, "noise": d.label_noise})
     if y.weight_decay:
         params["wd"] = y.weight_decay
@@ -165,7 +166,7 @@ def _title(s: Settings) -> str:
     return format_title(f"DMFT, {y.name}", params)
 
 
-def write_outputs(c: Curves, s: Settings, out_dir: Path, plot: bool = True) -> list[Path]:
+def write_outputs(c: Curves, s: PredictConfig, out_dir: Path, plot: bool = True) -> list[Path]:
     """Write predictions.csv, learning_curves.png and modes.npz into ``out_dir``."""
     import pandas as pd
 
@@ -189,27 +190,32 @@ def write_outputs(c: Curves, s: Settings, out_dir: Path, plot: bool = True) -> l
     return written
 
 
-def _app_options(cfg: Any) -> tuple[int, bool]:
-    r = _Reader(cfg, "")
-    return r.int_("rows", lo=1, default=12), r.bool_("plot", default=True)
+def typed_config(cfg: Any) -> PredictConfig:
+    """The composed config (or any mapping) as a checked :class:`PredictConfig` (ConfigError
+    naming the first bad value), with the checks of the dynamics it names (the data set and
+    model: :func:`compute`)."""
+    from rfscaling.dynamics.kinds import DYNAMICS  # no torch
+
+    typed = to_config(cfg, PredictConfig)
+    DYNAMICS.get(typed.dynamics.name).check(typed.dynamics)
+    return typed
 
 
 def run(cfg: Any, out_dir: str | Path) -> Curves:
     """Validate ``cfg``, compute, print the table and write the outputs into ``out_dir``."""
-    s = settings_from_config(cfg)
-    rows, plot = _app_options(cfg)
+    s = typed_config(cfg)
     c = compute(s)
     if not c.success:
         log.warning("theory solver reports a problem: %s", c.message)
     print(_title(s))
     if c.tail > 0:
-        print(f"unlearnable teacher tail (modes {s.model.N + 1}..{s.model.M}): {c.tail:.4e}")
-    print(format_table(c, rows))
+        print(f"unlearnable teacher tail (modes {s.model.N + 1}..{s.model.teacher_modes}): {c.tail:.4e}")
+    print(format_table(c, s.rows))
     finite = np.isfinite(c.time) & np.isfinite(c.E_g)
     if finite.any():
         i = int(np.argmin(np.where(finite, c.E_g, np.inf)))
         print(f"minimum E_g = {c.E_g[i]:.4e} at t = {c.time[i]:.4g}")
-    for p in write_outputs(c, s, Path(out_dir), plot=plot):
+    for p in write_outputs(c, s, Path(out_dir), plot=s.plot):
         print(f"wrote {p}")
     sys.stdout.flush()
     return c

@@ -12,8 +12,11 @@ train_error, train_error_theory), ``modes.npz``, ``summary.json``, ``tensorboard
 Re-running the same command in the same run directory resumes from the last checkpoint; in the
 directory of a finished run (summary.json of the same configuration identity) it does nothing.
 
-Layers: :func:`main` (Hydra) -> :func:`spec_from_config` (the edge: config -> typed
-:class:`TrainSpec`) -> :func:`train` (typed arguments only).
+Layers: :func:`main` (Hydra, errors mapped to exit codes by rfscaling.app) ->
+:func:`typed_config` (the edge: the composed config becomes a frozen
+:class:`~rfscaling.config.TrainConfig`, every value checked) -> :func:`train` (typed arguments
+only), which reads top to bottom: build the problem, build the dynamics, build the hooks,
+simulate, write the summary.
 
 Exit status of the app (each failure is one ``error: ...`` line on stderr, no traceback):
 0 done (or already done), 2 bad input (including an unstable ``dynamics.dt``),
@@ -30,52 +33,32 @@ import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time as _time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from rfscaling.data import ProblemSpec, derive_seed, make_generator, make_problem, random_streams, resolve_dtype
-from rfscaling.dynamics import (
-    MAX_STRIDE,
-    DynamicsParams,
-    EulerDynamics,
-    ExactDynamics,
-    HessianEigen,
-    PosteriorDynamics,
-    State,
-    design_gram,
-    hessian_top_eigenvalue,
-)
-from rfscaling.errors import ConfigError
+from rfscaling.config import TrainConfig, as_dict, to_config
+from rfscaling.data import derive_seed, make_generator, resolve_device, resolve_dtype
+from rfscaling.dynamics.base import Dynamics, State
+from rfscaling.dynamics.kinds import DYNAMICS
+from rfscaling.errors import EXIT_DIVERGED
 from rfscaling.files import atomic_write, remove_stale_temp_files
-from rfscaling.hooks import (
-    BudgetHook,
-    CheckpointHook,
-    EarlyStoppingHook,
-    EigenmodeHook,
-    TensorBoardHook,
-    load_checkpoint,
-)
-from rfscaling.hooks.pause import pause_hook_from_env
-from rfscaling.run import Divergence, RunInfo, log_spaced_steps, simulate
+from rfscaling.hooks import TensorBoardHook, load_checkpoint
+from rfscaling.hooks.registry import DEFAULT_HOOKS, HookContext, build_hooks
+from rfscaling.models import Problem, ProblemSpec, check_problem, make_problem, random_streams
+from rfscaling.run import Divergence, RunInfo, RunSummary, TheoryCurve, log_spaced_steps, simulate
+from rfscaling.studies.runs import flatten
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainSpec", "HookSpec", "TrainingDiverged", "RunInterrupted", "train", "completed_summary",
-           "spec_from_config", "main", "INTEGRATORS", "EXIT_DIVERGED"]
+__all__ = ["TrainingDiverged", "RunInterrupted", "train", "completed_summary", "typed_config", "run_identity",
+           "main", "EXIT_DIVERGED"]
 
-INTEGRATORS = ("euler", "exact", "auto")
-#: integrator=auto uses Euler when the run costs at most this many multiply-adds
-#: (t_max * lambda_max steps x 2 P N D R; ~20 s on one core), else the exact integrator.
-AUTO_MAX_EULER_MACS = 5e10
-#: Exit status of the app when training diverged (2 is bad input, 128 + n a signal).
-EXIT_DIVERGED = 3
 #: Name of the noise stream of the dynamics (initialisation, Langevin noise, posterior draws).
 DYNAMICS_STREAM = "dynamics"
 
@@ -99,92 +82,18 @@ class RunInterrupted(BaseException):
         self.signum = int(signum)
 
 
-@dataclass(frozen=True)
-class HookSpec:
-    eigenmode: bool = True
-    tensorboard: bool = True
-    image_every: int = 1
-    early_stopping: bool = True
-    patience: int = 5
-    halt: bool = False
-    validation_size: Optional[int] = None  # None: P
-    checkpoint: bool = False
-    checkpoint_every: int = 10
-    progress: bool = True
-    max_evals: Optional[int] = None  # budget per process (resumable stop); None: no limit
-    max_wall_s: Optional[float] = None
+def check(cfg: TrainConfig) -> None:
+    """The checks that depend on the registered pieces the config names (data set, model,
+    dynamics); with the dataclasses' own checks, every value is checked before anything runs."""
+    check_problem(cfg.data, cfg.model)
+    DYNAMICS.get(cfg.dynamics.name).check(cfg.dynamics)
 
 
-@dataclass(frozen=True)
-class TrainSpec:
-    """A whole run, typed: the problem, the dynamics and the hooks."""
-
-    problem: ProblemSpec
-    dynamics: str = "gradient_flow"  # gradient_flow | weight_decay | langevin | bayes (naming only)
-    params: DynamicsParams = field(default_factory=DynamicsParams)
-    integrator: str = "euler"  # euler | exact | auto (Euler if <= AUTO_MAX_EULER_MACS)
-    max_stride: Optional[int] = None  # Euler without noise: cap on steps per product (None: by cost)
-    threads: Optional[int] = 1  # torch CPU threads (None: torch's default)
-    dt: Optional[float] = None  # None: 1 / lambda_max(H)
-    t_max: float = 1000.0
-    n_evals: int = 40
-    theory: bool = True
-    theory_modes: bool = True
-    hooks: HookSpec = field(default_factory=HookSpec)
-    hparams: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.integrator not in INTEGRATORS:
-            raise ValueError(f"dynamics.integrator={self.integrator}: must be one of {'|'.join(INTEGRATORS)}")
-        if not (self.t_max > 0 and math.isfinite(self.t_max)):
-            raise ValueError(f"dynamics.t_max={self.t_max}: must be a positive finite number")
-        if self.n_evals < 1:
-            raise ValueError(f"dynamics.n_evals={self.n_evals}: must be a positive integer")
-        if self.max_stride is not None and (self.max_stride < 1 or self.max_stride & (self.max_stride - 1)):
-            raise ValueError(f"dynamics.max_stride={self.max_stride}: must be a power of two >= 1 or None")
-
-
-def _identity(spec: TrainSpec) -> str:
-    """Hash of everything that determines the results (not progress/budget/logging options)."""
-    hooks = replace(spec.hooks, progress=True, max_evals=None, max_wall_s=None, tensorboard=True,
-                    image_every=1, checkpoint=True, checkpoint_every=1, eigenmode=True)
-    d = asdict(replace(spec, hooks=hooks, hparams={}))
-    d["problem"]["dtype"] = str(spec.problem.dtype)
+def run_identity(cfg: TrainConfig) -> str:
+    """Hash of the config fields that can change the results (not progress, logging, budget or
+    checkpoint options: the fields marked ``NOT_RESULT`` in rfscaling/config.py)."""
+    d = as_dict(replace(cfg, device=resolve_device(cfg.device)), results_only=True)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _make_dynamics(spec: TrainSpec, data):
-    """The integrator of ``spec``. An explicit ``dt`` at or above the Euler stability bound
-    2/lambda_max(H) is a ConfigError on ``dynamics.dt`` (the exact integrator has no bound).
-
-    At most one eigendecomposition per dataset: lambda_max (hence the default dt, the same for
-    every integrator) comes from Lanczos on the design-dtype Gram matrix, which Euler then steps
-    with; the exact integrator adds its one ``eigh``."""
-    if spec.dynamics == "bayes":
-        return PosteriorDynamics(data, spec.params)
-    wd = spec.params.weight_decay
-    integrator, gram = spec.integrator, None
-    if integrator == "exact":  # the same dt (time grid) as Euler and auto would take
-        dt = float(spec.dt) if spec.dt is not None else 1.0 / float(hessian_top_eigenvalue(data.features, wd).max())
-        return ExactDynamics(data, spec.params, dt=dt, eig=HessianEigen.of(data.features, wd))
-    gram = design_gram(data.features)
-    lam_max = float(hessian_top_eigenvalue(data.features, wd, gram=gram).max())
-    dt = float(spec.dt) if spec.dt is not None else 1.0 / lam_max
-    if integrator == "auto":
-        steps = spec.t_max / dt
-        macs = steps * 2 * data.n_samples * data.n_modes * data.n_datasets * data.n_replicas
-        integrator = "euler" if macs <= AUTO_MAX_EULER_MACS else "exact"
-        if integrator == "exact":
-            log.info("integrator=auto: %.3g Euler steps (%.2g multiply-adds) for t_max=%g; using the exact "
-                     "integrator (dynamics.integrator=euler forces stepping)", steps, macs, spec.t_max)
-            return ExactDynamics(data, spec.params, dt=dt)
-    if dt * lam_max >= 2.0:
-        raise ConfigError("dynamics.dt", spec.dt,
-                          f"unstable Euler step: must be < {2.0 / lam_max:.6g} = 2/lambda_max(H) of the drawn "
-                          f"data (null picks 1/lambda_max = {1.0 / lam_max:.6g}; dynamics.integrator=exact has "
-                          "no bound)")
-    return EulerDynamics(data, spec.params, dt=dt, lambda_max=lam_max, gram=gram,
-                         max_stride=spec.max_stride if spec.max_stride is not None else MAX_STRIDE)
 
 
 def completed_summary(out_dir: str | os.PathLike, identity: str) -> Optional[dict]:
@@ -207,137 +116,128 @@ def _f(x) -> Optional[float]:
     return x if math.isfinite(x) else None
 
 
-def train(spec: TrainSpec, out_dir: str | os.PathLike, *, skip_completed: bool = True) -> dict:
-    """Run ``spec``, write the run files into ``out_dir`` and return the summary dict.
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, skip_completed: bool = True) -> dict:
+    """Run ``cfg``, write the run files into ``out_dir`` and return the summary dict.
 
     If ``out_dir`` already holds the summary of a finished run of the same identity (and
     ``skip_completed``), nothing is run: that summary is returned with ``"skipped": True``.
     Raises :class:`TrainingDiverged` (after writing the files) when training diverges, and
-    ConfigError for an unstable explicit ``dt``. All result files are written atomically.
+    ConfigError for a bad value (e.g. an unstable explicit ``dt``). Result files are written
+    atomically.
     """
     t_start = _time.perf_counter()
-    identity = _identity(spec)
-    if skip_completed:
-        done = completed_summary(out_dir, identity)
-        if done is not None:
-            log.debug("run in %s already finished (identity %s): skipped", out_dir, identity)
-            return {**done, "skipped": True}
-    if spec.threads is not None and str(spec.problem.device) == "cpu":
+    check(cfg)
+    identity = run_identity(cfg)
+    if skip_completed and (done := completed_summary(out_dir, identity)) is not None:
+        log.debug("run in %s already finished (identity %s): skipped", out_dir, identity)
+        return {**done, "skipped": True}
+    device = resolve_device(cfg.device)
+    if cfg.threads is not None and device == "cpu":
         # one thread is the robust default: the per-step kernels are small and two OpenMP
         # threads on a busy 2-core machine can be 5-20x slower than one
-        torch.set_num_threads(int(spec.threads))
+        torch.set_num_threads(int(cfg.threads))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temp_files(out):  # a killed earlier run's half-written files
         log.info("removed %s, left by a run that was killed while writing it", stale)
-    tb_hook = None
-    if spec.hooks.tensorboard:  # its writer process takes ~1 s to start: let that overlap the setup
-        tb_hook = TensorBoardHook(out / "tensorboard", spec.hparams, spec.hooks.image_every)
-        tb_hook.launch()
+    tb = None
+    if cfg.hooks.tensorboard:  # its writer takes ~1 s to start: let that overlap the setup
+        tb = TensorBoardHook(out / "tensorboard", _hparams(cfg), cfg.hooks.image_every)
+        tb.launch()
     try:
-        return _run(spec, out, identity, t_start, tb_hook)
+        return _run(cfg, device, out, identity, t_start, tb)
     finally:
-        if tb_hook is not None:  # closed already unless the setup failed before the loop
+        if tb is not None:  # closed already unless the setup failed before the loop
             with contextlib.suppress(Exception):
-                tb_hook.close()
+                tb.close()
 
 
-def _run(spec: TrainSpec, out: Path, identity: str, t_start: float, tb_hook: Optional[TensorBoardHook]) -> dict:
-    """The body of :func:`train` after the skip check: draw, set up, simulate, write."""
-    ps = spec.problem
-    hs = spec.hooks
-    val_size = 0
-    if hs.early_stopping:
-        val_size = hs.validation_size if hs.validation_size is not None else ps.P
-        if ps.model == "random_features":
-            pool = ps.pool_size or max(4 * ps.N, 2 * ps.P)
-            if ps.kind == "digits":
-                pool = min(pool, 1797)
-            val_size = max(1, min(val_size, pool - ps.P))
-    drawn = replace(ps, validation_size=val_size)
-    problem = make_problem(drawn)
+def _run(cfg: TrainConfig, device: str, out: Path, identity: str, t_start: float,
+         tb: Optional[TensorBoardHook]) -> dict:
+    """The body of :func:`train` after the skip check, top to bottom."""
+    spec = problem_spec(cfg, device)
+    problem = make_problem(spec)
+    dyn = DYNAMICS.get(cfg.dynamics.name).build(problem.data, cfg.dynamics)
+    steps, times = eval_schedule(cfg, dyn)
+    theory = theory_curve(cfg, problem, times)
+    ctx = HookContext(cfg, out, problem, identity, tensorboard=tb)
+    hooks = build_hooks(ctx, (*DEFAULT_HOOKS, *cfg.hooks.extra, "pause"), cfg.hooks.options)
+    state, start, ckpt = start_state(cfg, problem, dyn, ctx, len(steps))
     data = problem.data
-    dyn = _make_dynamics(spec, data)
-
-    if spec.dynamics == "bayes":
-        eval_steps = np.array([0], dtype=np.int64)
-        eval_times = np.array([math.inf])
-    else:
-        n_steps = max(1, int(math.ceil(spec.t_max / dyn.dt - 1e-9)))
-        eval_steps = log_spaced_steps(n_steps, spec.n_evals)
-        eval_times = eval_steps * dyn.dt
-
-    curve = None
-    if spec.theory:
-        p = spec.params
-        curve = problem.theory(eval_times, p.weight_decay, p.temperature, p.init_variance, modes=spec.theory_modes)
-
-    hooks: list = []
-    stateful: dict = {}
-    eig_hook = EigenmodeHook(out)  # always on: it writes metrics.csv / modes.npz
-    hooks.append(eig_hook)
-    stateful["eigenmode"] = eig_hook
-    es_hook = None
-    if hs.early_stopping and problem.validation is not None:
-        es_hook = EarlyStoppingHook(problem.validation, hs.patience, hs.halt)
-        hooks.append(es_hook)
-        stateful["early_stopping"] = es_hook
-    if tb_hook is not None:
-        if es_hook is not None:  # final early-stopping figures in the hparams table
-            tb_hook.extra_metrics = lambda: {k: v for k, v in es_hook.result().items()
-                                             if k in ("E_g", "stopping_time")}
-        hooks.append(tb_hook)
-    if hs.max_evals is not None or hs.max_wall_s is not None:
-        hooks.append(BudgetHook(hs.max_evals, hs.max_wall_s))
-    ckpt_dir = out / "checkpoints"
-    if hs.checkpoint:
-        hooks.append(CheckpointHook(ckpt_dir, hs.checkpoint_every, stateful, identity))
-    pause = pause_hook_from_env()  # tests only: freeze after evaluation k, last of the hooks
-    if pause is not None:
-        hooks.append(pause)
-
-    gen = make_generator(ps.seed, DYNAMICS_STREAM, device=data.features.device)
-    state = dyn.init(gen)
-    start_index = 0
-    resumed_from = None
-    ckpt = load_checkpoint(ckpt_dir, identity) if hs.checkpoint else None
-    if ckpt is not None:
-        gen.set_state(ckpt["rng_state"])
-        state = State(ckpt["weights"].to(device=data.features.device, dtype=data.features.dtype),
-                      int(ckpt["step"]), float(ckpt["time"]), gen)
-        for name, h in stateful.items():
-            if name in ckpt["hooks"]:
-                h.load_state_dict(ckpt["hooks"][name])
-        start_index = len(eval_steps) if ckpt.get("finished") else int(ckpt["index"]) + 1
-        resumed_from = {"index": int(ckpt["index"]), "step": int(ckpt["step"]), "time": float(ckpt["time"])}
-        log.info("resuming from checkpoint at step %d (t=%.4g)", ckpt["step"], ckpt["time"])
-
-    info = RunInfo(
-        eigenvalues=data.eigenvalues.detach().cpu().double().numpy(),
-        eval_times=eval_times, eval_steps=eval_steps, dt=float(dyn.dt), n_datasets=data.n_datasets,
-        n_replicas=data.n_replicas, n_samples=data.n_samples, hparams=dict(spec.hparams), theory=curve,
-        start_index=start_index,
-    )
+    info = RunInfo(eigenvalues=data.eigenvalues.detach().cpu().double().numpy(), eval_times=times,
+                   eval_steps=steps, dt=float(dyn.dt), n_datasets=data.n_datasets, n_replicas=data.n_replicas,
+                   n_samples=data.n_samples, hparams=_hparams(cfg), theory=theory, start_index=start)
     summ = simulate(dyn, state, info, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
-                    progress=hs.progress, error_offset=problem.unexplained_variance,
-                    desc=f"{spec.dynamics} P={ps.P} N={ps.N}").summary
-    if ckpt is not None and ckpt.get("finished"):
+                    progress=cfg.hooks.progress, error_offset=problem.unexplained_variance,
+                    desc=f"{cfg.dynamics.name} P={cfg.data.P} N={cfg.model.N}").summary
+    if ckpt is not None and ckpt.get("finished"):  # rebuilt from a finished checkpoint: its end
         summ = replace(summ, stop_reason=ckpt.get("stop_reason") or summ.stop_reason,
                        completed=bool(ckpt.get("completed", summ.completed)))
+    summary = write_summary(cfg, spec, problem, dyn, summ, ctx, steps, ckpt, t_start)
+    if summ.divergence is not None:
+        raise TrainingDiverged(summ.divergence, summary)
+    return summary
 
-    m = summ.final.metrics
-    th = summ.final.theory
-    final = {
-        "time": _f(summ.final.time) if math.isfinite(summ.final.time) else "inf", "step": summ.final.step,
-        "E_g": _f(m.generalization_error), "E_g_se": _f(m.generalization_error_se),
-        "bias": _f(m.bias), "variance": _f(m.variance), "train_error": _f(m.train_error),
-        "E_g_theory": _f(th.generalization_error) if th else None, "bias_theory": _f(th.bias) if th else None,
-        "variance_theory": _f(th.variance) if th else None, "train_error_theory": _f(th.train_error) if th else None,
-    }
+
+def problem_spec(cfg: TrainConfig, device: str) -> ProblemSpec:
+    """What the problem is drawn from, with the validation set early stopping needs (within the
+    pool for input data)."""
+    spec = ProblemSpec(cfg.data, cfg.model, cfg.ensemble.datasets, cfg.ensemble.replicas, 0, cfg.seed,
+                       resolve_dtype(cfg.dtype), device)
+    val = cfg.validation_size
+    if val and not spec.dataset.eigen_space:
+        val = max(1, min(val, spec.pool_size - cfg.data.P))
+    return replace(spec, validation_size=val)
+
+
+def eval_schedule(cfg: TrainConfig, dyn: Dynamics) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluation steps and times: log-spaced up to t_max, or t = inf alone for a dynamics
+    without steps (the posterior)."""
+    if not math.isfinite(dyn.dt):
+        return np.array([0], dtype=np.int64), np.array([math.inf])
+    n_steps = max(1, int(math.ceil(cfg.dynamics.t_max / dyn.dt - 1e-9)))
+    steps = log_spaced_steps(n_steps, cfg.dynamics.n_evals)
+    return steps, steps * dyn.dt
+
+
+def theory_curve(cfg: TrainConfig, problem: Problem, times: np.ndarray) -> Optional[TheoryCurve]:
+    if not cfg.theory.enabled:
+        return None
+    y = cfg.dynamics
+    return problem.theory(times, y.weight_decay, y.temperature, y.init_variance, modes=cfg.theory.modes)
+
+
+def start_state(cfg: TrainConfig, problem: Problem, dyn: Dynamics, ctx: HookContext, n_evals: int
+                ) -> tuple[State, int, Optional[dict]]:
+    """The state to start from, the first of the ``n_evals`` evaluations left to do, and the
+    checkpoint resumed from (None: a fresh start). Restores the checkpointed hooks' states."""
+    gen = make_generator(cfg.seed, DYNAMICS_STREAM, device=problem.data.features.device)
+    state = dyn.init(gen)
+    ckpt = load_checkpoint(ctx.out_dir / "checkpoints", ctx.identity) if cfg.hooks.checkpoint.enabled else None
+    if ckpt is None:
+        return state, 0, None
+    gen.set_state(ckpt["rng_state"])
+    X = problem.data.features
+    state = State(ckpt["weights"].to(device=X.device, dtype=X.dtype), int(ckpt["step"]), float(ckpt["time"]), gen)
+    for name, hook in ctx.stateful.items():
+        if name in ckpt["hooks"]:
+            hook.load_state_dict(ckpt["hooks"][name])
+    log.info("resuming from checkpoint at step %d (t=%.4g)", ckpt["step"], ckpt["time"])
+    return state, (n_evals if ckpt.get("finished") else int(ckpt["index"]) + 1), ckpt
+
+
+def write_summary(cfg: TrainConfig, spec: ProblemSpec, problem: Problem, dyn: Dynamics, summ: RunSummary,
+                  ctx: HookContext, steps: np.ndarray, ckpt: Optional[dict], t_start: float) -> dict:
+    """summary.json: final and early-stopped errors next to the DMFT, how the run went, what
+    it cost, and every seed."""
+    data = problem.data
+    es_hook = ctx.built.get("early_stopping")
+    resumed_from = None if ckpt is None else {
+        "index": int(ckpt["index"]), "step": int(ckpt["step"]), "time": float(ckpt["time"])}
     div = summ.divergence
     summary = {
-        "final": final,
-        "early_stopping": es_hook.result() if es_hook else None,
+        "final": _final(summ),
+        "early_stopping": es_hook.result() if es_hook is not None else None,
         "stop_reason": summ.stop_reason,
         "completed": summ.completed,
         "resumable": summ.resumable,
@@ -351,15 +251,12 @@ def _run(spec: TrainSpec, out: Path, identity: str, t_start: float, tb_hook: Opt
         "compute_definition": "multiply-adds of full-batch training: 2 P N per step per ensemble member "
                               "(X w and X^T r), times steps, datasets and replicas (exact/bayes: the "
                               "Euler-equivalent count, or 0 for bayes)",
-        "dynamics": spec.dynamics,
-        "integrator": ("closed_form" if spec.dynamics == "bayes" else
-                       "exact" if isinstance(dyn, ExactDynamics) else "euler"),
-        # how the Euler iterates were computed (rfscaling/dynamics/euler.py); same iterates either way
-        "euler_form": dyn.form if isinstance(dyn, EulerDynamics) else None,
-        "euler_stride": dyn.stride if isinstance(dyn, EulerDynamics) else None,
+        "dynamics": cfg.dynamics.name,
+        # how it stepped (rfscaling/dynamics/): integrator, and the Euler form and stride
+        **dyn.describe(),
         "dt": _f(dyn.dt),
         "lambda_max": _f(dyn.lambda_max),
-        "n_steps": int(eval_steps[-1]),
+        "n_steps": int(steps[-1]),
         "n_parameters": data.n_modes,
         "datasets": data.n_datasets,
         "replicas": data.n_replicas,
@@ -368,81 +265,55 @@ def _run(spec: TrainSpec, out: Path, identity: str, t_start: float, tb_hook: Opt
         "problem": problem.info,
         "device": str(data.features.device),
         "dtype": str(data.features.dtype).replace("torch.", ""),
-        "identity": identity,
-        "seeds": _seeds(spec, drawn),
+        "identity": ctx.identity,
+        "seeds": _seeds(cfg, spec),
     }
     text = json.dumps(summary, indent=2, default=str) + "\n"
-    atomic_write(out / "summary.json", lambda tmp: tmp.write_text(text))
-    if div is not None:
-        raise TrainingDiverged(div, summary)
+    atomic_write(ctx.out_dir / "summary.json", lambda tmp: tmp.write_text(text))
     return summary
 
 
-def _seeds(spec: TrainSpec, ps: ProblemSpec) -> dict:
-    """Seeds of every random stream of the run (see :func:`rfscaling.data.random_streams`)."""
-    rec = random_streams(ps)
-    p = spec.params
-    dyn: list[str] = []
-    if spec.dynamics == "bayes":
-        dyn = ["posterior_sample"]
-    else:
-        if p.init_variance > 0:
-            dyn.append("init")
-        if p.temperature > 0:
-            dyn.append("langevin_noise")
-    if dyn:
-        rec["streams"][DYNAMICS_STREAM] = derive_seed(ps.seed, DYNAMICS_STREAM)
-        rec["draws"].update({q: DYNAMICS_STREAM for q in dyn})
+def _final(summ: RunSummary) -> dict:
+    """The final evaluation's errors next to the DMFT's."""
+    m = summ.final.metrics
+    th = summ.final.theory
+    final = {
+        "time": _f(summ.final.time) if math.isfinite(summ.final.time) else "inf", "step": summ.final.step,
+        "E_g": _f(m.generalization_error), "E_g_se": _f(m.generalization_error_se),
+        "bias": _f(m.bias), "variance": _f(m.variance), "train_error": _f(m.train_error),
+        "E_g_theory": _f(th.generalization_error) if th else None, "bias_theory": _f(th.bias) if th else None,
+        "variance_theory": _f(th.variance) if th else None, "train_error_theory": _f(th.train_error) if th else None,
+    }
+    return final
+
+
+def _seeds(cfg: TrainConfig, spec: ProblemSpec) -> dict:
+    """Seeds of every random stream of the run (see :func:`rfscaling.models.random_streams`)."""
+    rec = random_streams(spec)
+    draws = DYNAMICS.get(cfg.dynamics.name).draws(cfg.dynamics)
+    if draws:
+        rec["streams"][DYNAMICS_STREAM] = derive_seed(cfg.seed, DYNAMICS_STREAM)
+        rec["draws"].update({q: DYNAMICS_STREAM for q in draws})
     return rec
 
 
+def _hparams(cfg: TrainConfig) -> dict[str, Any]:
+    """The flat settings a run is compared by (TensorBoard's HParams)."""
+    groups = {k: as_dict(getattr(cfg, k)) for k in ("data", "model", "dynamics", "ensemble")}
+    return {k: v for k, v in flatten({**groups, "seed": cfg.seed}).items() if v is not None}
+
+
 # ---------------------------------------------------------------------------------------------
-# The edge: composed config -> TrainSpec
+# The edge: composed config -> TrainConfig
 # ---------------------------------------------------------------------------------------------
 
 
-def spec_from_config(cfg) -> TrainSpec:
-    """Validate the composed config (rfscaling.config) and build the typed :class:`TrainSpec`."""
-    from omegaconf import OmegaConf
-
-    from rfscaling.config import settings_from_config
-    from rfscaling.studies.runs import flatten
-
-    s = settings_from_config(cfg)
-    d, mo, dy = s.data, s.model, s.dynamics
-    ens = s.ensemble
-    problem = ProblemSpec(
-        kind=d.kind, target=d.target, teacher=d.teacher, model=mo.kind, nonlinearity=mo.nonlinearity,
-        P=d.P, N=mo.N, M=mo.M, alpha=d.alpha, beta=d.beta, lam_1=d.lam_1, c=d.c, label_noise=d.label_noise,
-        pool_size=d.pool_size, input_dim=d.input_dim, datasets=ens.datasets if ens else 4,
-        replicas=ens.replicas if ens else 4, seed=s.seed, dtype=resolve_dtype(s.dtype), device=s.device,
-    )
-    h = s.hooks
-    es = h.early_stopping if h else None
-    hooks = HookSpec() if h is None else HookSpec(
-        eigenmode=h.eigenmode, tensorboard=h.tensorboard, image_every=h.image_every,
-        early_stopping=es.enabled, patience=es.patience, halt=es.halt, validation_size=es.validation_size,
-        checkpoint=h.checkpoint.enabled, checkpoint_every=h.checkpoint.every, progress=h.progress,
-        max_evals=h.max_evals, max_wall_s=h.max_wall_s,
-    )
-    container = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, Mapping) else dict(cfg)
-    hparams = {k: v for k, v in flatten({k: container[k] for k in ("data", "model", "dynamics", "ensemble", "seed")
-                                       if k in container}).items() if v is not None}
-    return TrainSpec(
-        problem=problem,
-        dynamics=dy.name,
-        params=DynamicsParams(dy.weight_decay, dy.temperature, dy.init_variance),
-        integrator=dy.integrator,
-        max_stride=dy.max_stride,
-        threads=s.threads,
-        dt=dy.dt,
-        t_max=dy.t_max,
-        n_evals=dy.n_evals,
-        theory=s.theory.enabled,
-        theory_modes=s.theory.modes,
-        hooks=hooks,
-        hparams=hparams,
-    )
+def typed_config(cfg: Any) -> TrainConfig:
+    """The composed config (or any mapping) as a checked :class:`TrainConfig`; ConfigError
+    naming the first bad value."""
+    typed = to_config(cfg, TrainConfig)
+    check(typed)
+    return typed
 
 
 def _print_summary(summary: dict, out_dir: Path) -> None:
@@ -466,8 +337,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 
 
 def run(cfg, out_dir: str | os.PathLike) -> dict:
-    spec = spec_from_config(cfg)
-    summary = train(spec, out_dir)
+    summary = train(typed_config(cfg), out_dir)
     _print_summary(summary, Path(out_dir))
     return summary
 
@@ -490,13 +360,6 @@ def interrupts_raise(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM))
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def _fail(message: str, status: int) -> None:
-    sys.stdout.flush()
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
-    sys.stderr.flush()
-    sys.exit(status)
 
 
 def _hydra_main():

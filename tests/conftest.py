@@ -37,7 +37,9 @@ def compose() -> Callable[..., "object"]:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import rfscaling.config  # noqa: F401  (registers the structured schemas)
+    from rfscaling.config import register_configs
+
+    register_configs()  # the structured schemas conf/*.yaml are merged into
 
     def _compose(config_name: str = "train", overrides: Sequence[str] = ()):
         key = (config_name, tuple(overrides))
