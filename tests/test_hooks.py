@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from rfscaling.config import DynamicsConfig
 from rfscaling.data import make_generator, power_law_eigen_task, sample_eigen_ensemble, sample_eigen_validation
-from rfscaling.dynamics import DynamicsParams, EulerDynamics, State
+from rfscaling.dynamics import EulerDynamics, State
 from rfscaling.hooks import (
     METRICS_COLUMNS,
     BudgetHook,
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _setup(N=60, P=20, D=3, R=3, noise=0.3, T=0.0, seed=0, n_steps=300, n_evals=12):
     task = power_law_eigen_task(N, 1.0, 1.0, label_noise=noise, teacher="random")
     data = sample_eigen_ensemble(task, P, D, R, make_generator(seed, "data"), dtype=F64)
-    dyn = EulerDynamics(data, DynamicsParams(temperature=T))
+    dyn = EulerDynamics(data, DynamicsConfig(temperature=T))
     steps = log_spaced_steps(n_steps, n_evals)
     times = steps * dyn.dt
     pred = predict(task.eigenvalues, task.target_second_moment, P, times, label_noise=noise, temperature=T)
@@ -765,11 +766,12 @@ def test_tensorboard_writer_process_imports_neither_torch_nor_rfscaling(tmp_path
 def test_a_failing_hook_does_not_leave_the_tensorboard_writer_running(tmp_path, when):
     """When another hook raises in on_start or on_end, simulate still closes the TensorBoard hook:
     its writer process has exited and what was sent is on disk."""
-    from rfscaling.data import ProblemSpec, make_problem
+    from rfscaling.models import make_problem
+    from specs import problem
     from rfscaling.run import RunInfo
 
-    data = make_problem(ProblemSpec(P=16, N=64, datasets=2, replicas=2)).data
-    dyn = EulerDynamics(data, DynamicsParams())
+    data = make_problem(problem(P=16, N=64, datasets=2, replicas=2)).data
+    dyn = EulerDynamics(data, DynamicsConfig())
 
     class Failing(HookBase):
         def on_start(self, info):

@@ -13,17 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from rfscaling.data import (
-    ProblemSpec,
-    make_generator,
-    make_problem,
-    power_law_eigen_task,
-    sample_eigen_ensemble,
-)
-from rfscaling.dynamics import DynamicsParams, EulerDynamics, ExactDynamics, posterior_sample
+from rfscaling.config import DynamicsConfig
+from rfscaling.data import make_generator, power_law_eigen_task, sample_eigen_ensemble
+from rfscaling.models import make_problem
+from rfscaling.dynamics import EulerDynamics, ExactDynamics, posterior_sample
 from rfscaling.run import measure
-from rfscaling.models import RandomFeatureMap, RandomFeatureModel, kernel_basis, teacher_coefficients
+from rfscaling.models.random_features import RandomFeatureMap, RandomFeatureModel, kernel_basis, teacher_coefficients
 from rfscaling.theory import predict
+from specs import problem
 
 F64 = torch.float64
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -62,7 +59,7 @@ def test_eigenfeature_ensemble_agrees_with_dmft(regime):
     N, P, D, R = 1000, 256, 16, 8
     task = power_law_eigen_task(N, 1.0, 1.0, label_noise=kw.get("label_noise", 0.0), teacher="random")
     data = sample_eigen_ensemble(task, P, D, R, make_generator(11, regime), dtype=F64)
-    params = DynamicsParams(kw.get("weight_decay", 0.0), kw.get("temperature", 0.0), kw.get("init_variance", 0.0))
+    params = DynamicsConfig(kw.get("weight_decay", 0.0), kw.get("temperature", 0.0), kw.get("init_variance", 0.0))
     times = [0.3, 3.0, 30.0, 300.0, 3000.0]
     if params.weight_decay > 0 or params.temperature == 0:
         times.append(math.inf)
@@ -96,7 +93,7 @@ def test_eigenfeature_euler_agrees_with_dmft():
     N, P, D, R = 500, 100, 16, 4
     task = power_law_eigen_task(N, 1.0, 1.0, label_noise=0.2, teacher="random")
     data = sample_eigen_ensemble(task, P, D, R, make_generator(3), dtype=F64)
-    dyn = EulerDynamics(data, DynamicsParams())
+    dyn = EulerDynamics(data, DynamicsConfig())
     state = dyn.init(make_generator(4))
     steps = [30, 300, 1500]
     pred = predict(task.eigenvalues, task.target_second_moment, P, np.array(steps) * dyn.dt, label_noise=0.2)
@@ -114,10 +111,10 @@ def test_bayes_posterior_agrees_with_dmft():
     T, wd = 0.1, 0.1
     task = power_law_eigen_task(N, 1.0, 1.0, label_noise=0.1, teacher="random")
     data = sample_eigen_ensemble(task, P, D, R, make_generator(21), dtype=F64)
-    state = posterior_sample(data, DynamicsParams(weight_decay=wd, temperature=T), make_generator(22))
+    state = posterior_sample(data, DynamicsConfig(weight_decay=wd, temperature=T), make_generator(22))
     pred = predict(task.eigenvalues, task.target_second_moment, P, np.array([np.inf]), label_noise=0.1,
                    weight_decay=wd, temperature=T)
-    dyn = ExactDynamics(data, DynamicsParams(weight_decay=wd, temperature=T))
+    dyn = ExactDynamics(data, DynamicsConfig(weight_decay=wd, temperature=T))
     m = measure(state.weights, data.target_weights, data.eigenvalues, dyn.train_errors(state.weights))
     _check("E_g", m.generalization_error, m.generalization_error_se, pred.generalization_error[0])
     _check("bias", m.bias, m.bias_se, pred.bias[0])
@@ -202,8 +199,8 @@ def test_identity_features_have_input_rank():
 @pytest.mark.parametrize("kind,target", [("gaussian_powerlaw", "teacher_network"), ("gaussian_powerlaw", "powerlaw_teacher"),
                                          ("digits", "labels"), ("mnist1d", "labels")])
 def test_problem_builder_random_features(kind, target):
-    spec = ProblemSpec(kind=kind, target=target, model="random_features", P=40, N=64, datasets=3, replicas=2,
-                       label_noise=0.05, validation_size=20, pool_size=300, dtype=F64)
+    spec = problem(kind=kind, target=target, model="random_features", P=40, N=64, datasets=3, replicas=2,
+                   label_noise=0.05, validation_size=20, pool_size=300, dtype=F64)
     pr = make_problem(spec)
     d = pr.data
     assert d.features.shape == (3, 40, 64) and d.labels.shape == (3, 2, 40)
@@ -226,7 +223,7 @@ def test_measured_spectrum_shape_on_gaussian_power_law_inputs():
     ~ v / D_in (F^T F / N -> I / D_in), so the measured spectrum follows the input power law
     (within the sampling error of F and of the pool, ~ sqrt(D_in / N) + sqrt(1 / pool) relative)
     and has rank D_in. ReLU features keep the power-law head (log-log slope near -(1+alpha))."""
-    from rfscaling.data import gaussian_power_law_inputs
+    from rfscaling.data.sets.gaussian_powerlaw import gaussian_power_law_inputs
 
     Din, N, pool, alpha = 16, 600, 8000, 1.0
     x = gaussian_power_law_inputs(pool, Din, alpha, make_generator(0, "x"))

@@ -25,18 +25,20 @@ import pytest
 import torch
 
 import rfscaling.train as train_mod
-from rfscaling.data import ProblemSpec, derive_seed, make_problem, random_streams, sample_eigen_ensemble
+from specs import config, problem, with_
+from rfscaling.data import derive_seed, sample_eigen_ensemble
 from rfscaling.data.eigen import EigenTask
-from rfscaling.dynamics import DynamicsParams, EulerDynamics, ExactDynamics, hessian_top_eigenvalue
+from rfscaling.config import DynamicsConfig, TrainConfig
+from rfscaling.dynamics import EulerDynamics, ExactDynamics, hessian_top_eigenvalue
 from rfscaling.errors import ConfigError
 from rfscaling.hooks import CHECKPOINT_NAME, load_checkpoint
 from rfscaling.hooks.pause import PAUSE_ENV
+from rfscaling.models import make_problem, random_streams
 from rfscaling.train import (
+    problem_spec,
     EXIT_DIVERGED,
-    HookSpec,
     RunInterrupted,
     TrainingDiverged,
-    TrainSpec,
     interrupts_raise,
     train,
 )
@@ -57,12 +59,11 @@ LONG = ["model.N=32", "data.P=16", "ensemble.datasets=2", "ensemble.replicas=2",
 WALL_KEYS = ("wall_time_s", "loop_wall_time_s", "resumed_from")
 
 
-def _spec(**problem) -> TrainSpec:
+def _spec(**problem) -> TrainConfig:
     ps = dict(P=16, N=32, datasets=2, replicas=2, label_noise=0.1, teacher="random", dtype=torch.float64)
     ps.update(problem)
-    return TrainSpec(problem=ProblemSpec(**ps), params=DynamicsParams(temperature=0.01, init_variance=0.1),
-                     t_max=5.0, n_evals=8, theory=False, threads=1,
-                     hooks=HookSpec(tensorboard=False, progress=False, patience=3))
+    return config(**ps, dynamics="langevin", temperature=0.01, init_variance=0.1, t_max=5.0, n_evals=8,
+                  theory=False, threads=1, tensorboard=False, progress=False, patience=3)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -161,19 +162,19 @@ def test_unstable_dt_bound_is_the_largest_stable_step(tmp_path):
     above it fails; the exact integrator (no stability bound) accepts any dt."""
     spec = _spec()
     with pytest.raises(ConfigError) as exc:
-        train(replace(spec, dt=1.0), tmp_path / "a")
+        train(with_(spec, dt=1.0), tmp_path / "a")
     assert exc.value.key == "dynamics.dt" and exc.value.value == 1.0
     bound = float(str(exc.value).split("must be < ")[1].split(" ")[0])
-    data = make_problem(replace(spec.problem, validation_size=16)).data
+    data = make_problem(problem_spec(spec, "cpu")).data
     lam = float(hessian_top_eigenvalue(data.features).max())
     assert bound == pytest.approx(2.0 / lam, rel=1e-5)
     # just past the bound is refused; exactly at it is a floating-point coin toss (the last bit of
     # a Lanczos estimate depends on the CPU's BLAS), so neither side is tested there
     with pytest.raises(ConfigError, match="dynamics.dt"):
-        train(replace(spec, dt=1.001 * 2.0 / lam), tmp_path / "b")
-    s = train(replace(spec, dt=0.999 * 2.0 / lam, t_max=0.5), tmp_path / "c")
+        train(with_(spec, dt=1.001 * 2.0 / lam), tmp_path / "b")
+    s = train(with_(spec, dt=0.999 * 2.0 / lam, t_max=0.5), tmp_path / "c")
     assert s["completed"] and s["dt"] == pytest.approx(0.999 * 2.0 / lam)
-    s = train(replace(spec, dt=1.0, integrator="exact"), tmp_path / "d")
+    s = train(with_(spec, dt=1.0, integrator="exact"), tmp_path / "d")
     assert s["completed"] and s["integrator"] == "exact"
 
 
@@ -191,13 +192,13 @@ def test_tensorboard_writer_started_early_is_stopped_when_the_setup_fails(tmp_pa
         assert self._proc is not None and self._proc.poll() is None  # running during the setup
 
     monkeypatch.setattr(TensorBoardHook, "launch", launch)
-    spec = replace(_spec(), dt=1.0, hooks=HookSpec(tensorboard=True, progress=False))
+    spec = with_(_spec(), dt=1.0, tensorboard=True, patience=5)
     with pytest.raises(ConfigError, match="dynamics.dt"):
         train(spec, tmp_path / "a")
     (hook,) = launched
     assert hook._proc is None  # closed and waited for
     assert not list((tmp_path / "a").rglob("events.out.tfevents*"))
-    s = train(replace(spec, dt=None), tmp_path / "b")  # and a run that goes through writes events
+    s = train(with_(spec, dt=None), tmp_path / "b")  # and a run that goes through writes events
     assert s["completed"] and list((tmp_path / "b" / "tensorboard").glob("events.out.tfevents*"))
 
 
@@ -238,7 +239,7 @@ def test_divergence_stops_with_message_and_keeps_good_outputs(tmp_path, monkeypa
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     spec = _spec()
-    spec = replace(spec, n_evals=20, hooks=replace(spec.hooks, tensorboard=True, checkpoint=True, checkpoint_every=2))
+    spec = with_(spec, n_evals=20, tensorboard=True, checkpoint=True, checkpoint_every=2)
     _inf_gradient_after(monkeypatch, 40)
     with pytest.raises(TrainingDiverged) as exc:
         train(spec, tmp_path)
@@ -289,7 +290,7 @@ def test_divergence_exit_status_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_every_result_file_is_written_atomically(tmp_path, monkeypatch):
     spec = _spec()
-    spec = replace(spec, hooks=replace(spec.hooks, checkpoint=True, checkpoint_every=1))
+    spec = with_(spec, checkpoint=True, checkpoint_every=1)
     moves = []
     real_replace = os.replace
 
@@ -419,7 +420,7 @@ def test_sigint_closes_hooks_and_restores_handlers(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     spec = _spec()
-    spec = replace(spec, n_evals=20, hooks=replace(spec.hooks, tensorboard=True))
+    spec = with_(spec, n_evals=20, tensorboard=True)
     import rfscaling.run.loop as loop_mod
 
     original = loop_mod.measure_group
@@ -463,11 +464,11 @@ def test_finished_run_is_skipped_other_configs_are_not(tmp_path, monkeypatch, ca
     assert "already finished" not in capsys.readouterr().out and _summary(d)["seeds"]["seed"] == 1
     # a run stopped by its budget (resumable) is not finished: re-running continues it
     spec = _spec()
-    spec = replace(spec, hooks=replace(spec.hooks, checkpoint=True, checkpoint_every=1, max_evals=3))
+    spec = with_(spec, checkpoint=True, checkpoint_every=1, max_evals=3)
     assert train(spec, tmp_path / "budget")["resumable"]
     s = train(spec, tmp_path / "budget")
     assert "skipped" not in s and s["resumed_from"] is not None
-    assert train(replace(spec, hooks=replace(spec.hooks, max_evals=None)), tmp_path / "budget")["completed"]
+    assert train(with_(spec, max_evals=None), tmp_path / "budget")["completed"]
     assert train(spec, tmp_path / "budget").get("skipped") is True
 
 
@@ -477,14 +478,14 @@ def test_finished_run_is_skipped_other_configs_are_not(tmp_path, monkeypatch, ca
 
 def test_same_seed_gives_identical_results(tmp_path):
     spec = _spec(M=64)
-    spec = replace(spec, theory=True)
+    spec = with_(spec, theory=True)
     a, b = train(spec, tmp_path / "a"), train(spec, tmp_path / "b")
     assert (tmp_path / "a" / "metrics.csv").read_bytes() == (tmp_path / "b" / "metrics.csv").read_bytes()
     za, zb = np.load(tmp_path / "a" / "modes.npz"), np.load(tmp_path / "b" / "modes.npz")
     for k in za.files:
         np.testing.assert_array_equal(za[k], zb[k])
     assert _strip(a) == _strip(b)
-    c = train(replace(spec, problem=replace(spec.problem, seed=1)), tmp_path / "c")
+    c = train(with_(spec, seed=1), tmp_path / "c")
     assert c["final"]["E_g"] != a["final"]["E_g"] and c["identity"] != a["identity"]
 
 
@@ -494,10 +495,10 @@ def test_different_seeds_give_independent_ensembles():
     D = 64
     errs, designs, noise = [], [], []
     for seed in (0, 1, 0):
-        ps = ProblemSpec(P=8, N=16, datasets=D, replicas=2, label_noise=0.1, teacher="random", seed=seed,
+        ps = problem(P=8, N=16, datasets=D, replicas=2, label_noise=0.1, teacher="random", seed=seed,
                          dtype=torch.float64)
         data = make_problem(ps).data
-        dyn = ExactDynamics(data, DynamicsParams(weight_decay=0.05), dt=1.0)
+        dyn = ExactDynamics(data, DynamicsConfig(weight_decay=0.05), dt=1.0)
         w = dyn.transition(torch.zeros(D, 2, 16, dtype=torch.float64), float("inf"), None)
         e = ((w - data.target_weights[:, None]) ** 2 * data.eigenvalues).sum(-1).mean(1)  # (D,)
         errs.append(e.numpy())
@@ -522,23 +523,25 @@ def test_every_random_stream_seed_is_recorded(tmp_path):
     assert s["streams"] == {name: derive_seed(0, name) for name in ("data", "tail", "val", "dynamics")}
     assert len(set(s["streams"].values())) == len(s["streams"])  # distinct streams
     # the recorded seed alone reproduces the stream's draws
-    task = EigenTask(*_eigen_task_arrays(spec.problem), spec.problem.label_noise, "random")
+    task = EigenTask(*_eigen_task_arrays(spec), spec.data.label_noise, "random")
     g = torch.Generator().manual_seed(s["streams"]["data"])
     again = sample_eigen_ensemble(task, 16, 2, 2, g, torch.float64)
-    data = make_problem(spec.problem).data
+    data = make_problem(problem_spec(spec, "cpu")).data
     assert torch.equal(again.features, data.features) and torch.equal(again.target_weights, data.target_weights)
     # random-feature problems record their input, feature-map and teacher streams
-    rf = random_streams(ProblemSpec(kind="gaussian_powerlaw", model="random_features", target="teacher_network",
+    rf = random_streams(problem(kind="gaussian_powerlaw", model="random_features", target="teacher_network",
                                     P=16, N=32, seed=5, validation_size=8))
     assert rf["draws"] == {"inputs": "inputs", "feature_map": "model", "teacher": "teacher",
                            "sample_selection": "data", "label_noise": "data", "validation": "data"}
     assert rf["streams"] == {n: derive_seed(5, n) for n in ("inputs", "model", "teacher", "data")}
-    bayes = train(replace(spec, dynamics="bayes", params=DynamicsParams(0.1, 0.1)), tmp_path / "bayes")["seeds"]
+    bayes = train(with_(spec, dynamics="bayes", weight_decay=0.1, temperature=0.1, init_variance=0.0),
+                  tmp_path / "bayes")["seeds"]
     assert bayes["draws"]["posterior_sample"] == "dynamics" and "langevin_noise" not in bayes["draws"]
 
 
-def _eigen_task_arrays(ps: ProblemSpec):
+def _eigen_task_arrays(cfg: TrainConfig):
     from rfscaling.theory.spectra import power_law_task
 
-    lam, s = power_law_task(ps.M or ps.N, ps.alpha, ps.beta, lam_1=ps.lam_1, c=ps.c)
-    return lam[: ps.N], s[: ps.N]
+    d, N = cfg.data, cfg.model.N
+    lam, s = power_law_task(cfg.model.teacher_modes, d.alpha, d.beta, lam_1=d.lam_1, c=d.c)
+    return lam[:N], s[:N]

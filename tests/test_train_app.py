@@ -6,17 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from rfscaling.data import ProblemSpec
-from rfscaling.dynamics import DynamicsParams
 from rfscaling.hooks import METRICS_COLUMNS
-from rfscaling.train import HookSpec, TrainSpec, train
+from rfscaling.train import train
+from specs import config, with_
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,11 +51,8 @@ def _check_run_dir(d: Path, n_modes: int):
 
 
 def test_train_api_writes_consistent_run_files(tmp_path):
-    spec = TrainSpec(
-        problem=ProblemSpec(P=32, N=64, label_noise=0.2, datasets=3, replicas=3, dtype=torch.float64, teacher="random"),
-        params=DynamicsParams(), t_max=20.0, n_evals=12,
-        hooks=HookSpec(tensorboard=True, progress=False, patience=3), hparams={"data.P": 32},
-    )
+    spec = config(P=32, N=64, label_noise=0.2, datasets=3, replicas=3, dtype=torch.float64, teacher="random",
+                  t_max=20.0, n_evals=12, tensorboard=True, progress=False, patience=3)
     rows, s = _check_run_dir(tmp_path, 64) if train(spec, tmp_path) else (None, None)
     assert (tmp_path / "tensorboard").is_dir() and any((tmp_path / "tensorboard").iterdir())
     steps = [int(r["step"]) for r in rows]
@@ -69,18 +64,17 @@ def test_train_api_writes_consistent_run_files(tmp_path):
     es = s["early_stopping"]
     assert es["stopping_time"] in [float(r["time"]) for r in rows]
     # exact integrator and bayes run through the same app
-    s2 = train(replace(spec, integrator="exact", hooks=replace(spec.hooks, tensorboard=False)), tmp_path / "exact")
+    s2 = train(with_(spec, integrator="exact", tensorboard=False), tmp_path / "exact")
     _check_run_dir(tmp_path / "exact", 64)
     assert s2["integrator"] == "exact" and s2["euler_form"] is None and s2["euler_stride"] is None
     # dynamics.max_stride=1: one product per step, the same iterates up to rounding
-    s1 = train(replace(spec, max_stride=1, hooks=replace(spec.hooks, tensorboard=False)), tmp_path / "stepwise")
+    s1 = train(with_(spec, max_stride=1, tensorboard=False), tmp_path / "stepwise")
     rows1, _ = _check_run_dir(tmp_path / "stepwise", 64)
     assert s1["euler_stride"] == 1 and s1["identity"] != s["identity"]
     np.testing.assert_allclose([float(r["E_g"]) for r in rows1], [float(r["E_g"]) for r in rows], rtol=1e-11)
     with pytest.raises(ValueError, match="max_stride"):
-        replace(spec, max_stride=6)
-    s3 = train(replace(spec, dynamics="bayes", params=DynamicsParams(0.2, 0.2), hooks=replace(spec.hooks, tensorboard=False)),
-               tmp_path / "bayes")
+        with_(spec, max_stride=6)
+    s3 = train(with_(spec, dynamics="bayes", weight_decay=0.2, temperature=0.2, tensorboard=False), tmp_path / "bayes")
     rows3, _ = _check_run_dir(tmp_path / "bayes", 64)
     assert len(rows3) == 1 and rows3[0]["time"] == "inf" and s3["compute_macs"] == 0
 
@@ -153,10 +147,10 @@ def test_one_eigendecomposition_per_run(tmp_path, monkeypatch, integrator, n_eig
 
     monkeypatch.setattr(torch.linalg, "eigh", eigh)
     monkeypatch.setattr(torch.linalg, "eigvalsh", eigvalsh)
-    spec = TrainSpec(
-        problem=ProblemSpec(P=200, N=400, label_noise=0.1, datasets=2, replicas=2, dtype=torch.float64),
-        params=DynamicsParams(), t_max=1e5 if integrator == "auto" else 5.0, n_evals=6, integrator=integrator,
-        hooks=HookSpec(tensorboard=False, progress=False, early_stopping=False),
+    spec = config(
+        P=200, N=400, label_noise=0.1, datasets=2, replicas=2, dtype=torch.float64,
+        t_max=1e5 if integrator == "auto" else 5.0, n_evals=6, integrator=integrator,
+        tensorboard=False, progress=False, early_stopping=False,
     )
     s = train(spec, tmp_path)
     assert s["integrator"] == ("exact" if integrator == "auto" else integrator)
@@ -166,9 +160,8 @@ def test_one_eigendecomposition_per_run(tmp_path, monkeypatch, integrator, n_eig
 def test_finished_run_rebuilt_from_its_checkpoint_reports_the_same_final_numbers(tmp_path):
     """Re-running a finished run (skip_completed=False) rebuilds the final snapshot from the last
     checkpoint: its summary must equal the first run's to the last digit (float32, kernel form)."""
-    spec = TrainSpec(problem=ProblemSpec(P=32, N=128, datasets=2, replicas=2), params=DynamicsParams(),
-                     t_max=50.0, n_evals=8, theory=False,
-                     hooks=HookSpec(tensorboard=False, progress=False, early_stopping=False, checkpoint=True))
+    spec = config(P=32, N=128, datasets=2, replicas=2, dtype=torch.float32, t_max=50.0, n_evals=8, theory=False,
+                  tensorboard=False, progress=False, early_stopping=False, checkpoint=True)
     a = train(spec, tmp_path)
     b = train(spec, tmp_path, skip_completed=False)
     assert a["final"] == b["final"]
