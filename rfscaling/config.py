@@ -41,7 +41,7 @@ __all__ = [
     "DataConfig", "ModelConfig", "DynamicsConfig", "EnsembleConfig", "TheoryConfig", "EarlyStoppingConfig",
     "CheckpointConfig", "BudgetConfig", "HooksConfig", "TrainConfig", "PredictConfig", "register_configs",
     "GROUP_SCHEMAS", "CONF_DIR", "TARGETS", "TEACHERS", "NONLINEARITIES", "INTEGRATORS", "DTYPES",
-    "POOL_FACTOR", "NOT_RESULT", "as_dict", "to_config", "ConfigError",
+    "POOL_FACTOR", "NOT_RESULT", "as_dict", "schema", "to_config", "ConfigError",
 ]
 
 #: Absolute path of the repository's ``conf/`` directory (Hydra's config_path).
@@ -311,7 +311,7 @@ GROUP_SCHEMAS = {
 }
 
 
-def _writable_schema(cls: type):
+def schema(cls: type):
     """The structured config of a frozen dataclass, made writable: Hydra merges the presets
     and overrides into it (OmegaConf marks frozen dataclasses read-only, node by node)."""
     from omegaconf import DictConfig, OmegaConf
@@ -356,9 +356,11 @@ def to_config(cfg: Any, cls: type) -> Any:
 
     if isinstance(cfg, cls):
         return cfg
+    if "hydra" in cfg:  # composed with Hydra's own node (compose(..., return_hydra_config=True))
+        cfg = {k: cfg[k] for k in cfg if k != "hydra"}
     _check_groups(cls, cfg)
     try:
-        return OmegaConf.to_object(OmegaConf.merge(_writable_schema(cls), cfg))
+        return OmegaConf.to_object(OmegaConf.merge(schema(cls), cfg))
     except OmegaConfBaseException as exc:
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(exc.full_key or "<config>", getattr(exc, "value", None), line) from None
@@ -370,8 +372,8 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=_writable_schema(TrainConfig))
-    cs.store(name="predict_schema", node=_writable_schema(PredictConfig))
+    cs.store(name="train_schema", node=schema(TrainConfig))
+    cs.store(name="predict_schema", node=schema(PredictConfig))
 
 
 def as_dict(obj: Any, results_only: bool = False) -> Any:

@@ -87,6 +87,7 @@ def check(cfg: TrainConfig) -> None:
     dynamics); with the dataclasses' own checks, every value is checked before anything runs."""
     check_problem(cfg.data, cfg.model)
     DYNAMICS.get(cfg.dynamics.name).check(cfg.dynamics)
+    resolve_device(cfg.device)  # a CUDA device that is not there
 
 
 def run_identity(cfg: TrainConfig) -> str:

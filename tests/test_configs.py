@@ -1,4 +1,5 @@
-"""Every config in conf/ composes and converts to typed settings; bad input gives one-line errors."""
+"""Every config in conf/ composes and converts to the frozen config objects; bad input gives
+one-line errors naming the key."""
 
 from __future__ import annotations
 
@@ -10,19 +11,25 @@ import yaml
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from rfscaling.config import (
-    CONF_DIR,
-    DATA_KINDS,
-    DYNAMICS,
-    Settings,
-    resolve_device,
-    settings_from_config,
-)
+from rfscaling.config import CONF_DIR, PredictConfig, TrainConfig, to_config
+from rfscaling.data import DATASETS, resolve_device
+from rfscaling.dynamics.kinds import DYNAMICS
+from rfscaling.predict import typed_config as typed_predict
+from rfscaling.train import typed_config as typed_train
 from rfscaling.errors import ConfigError, one_line
 
 CONF = Path(CONF_DIR)
 PRIMARY = ("train", "predict")
 GROUPS = ("data", "model", "dynamics", "ensemble", "theory", "hooks", "experiment")
+
+
+def settings_from_config(cfg):
+    """The edge of the app the config belongs to (train or predict)."""
+    return typed_predict(cfg) if "rows" in cfg else typed_train(cfg)
+
+
+def _pool(s) -> int:
+    return DATASETS.get(s.data.kind).pool_size(s.data, s.model)
 
 
 def _options(group: str) -> list[str]:
@@ -55,11 +62,15 @@ def _all_cases():
     return cases
 
 
-def _no_omegaconf(obj, path="settings"):
-    """Assert a settings tree holds only plain Python values."""
+def _no_omegaconf(obj, path="config"):
+    """Assert a config tree holds only plain Python values."""
     if dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):
             _no_omegaconf(getattr(obj, f.name), f"{path}.{f.name}")
+    elif isinstance(obj, (tuple, dict)):
+        for k, v in (obj.items() if isinstance(obj, dict) else enumerate(obj)):
+            _no_omegaconf(v, f"{path}[{k}]")
+        assert type(obj) in (tuple, dict), f"{path}: {type(obj)}"
     else:
         assert obj is None or isinstance(obj, (bool, int, float, str)), f"{path}: {type(obj)}"
 
@@ -94,20 +105,16 @@ def test_every_option_is_composed():
 def test_compose_and_convert(compose, primary, overrides):
     cfg = compose(primary, overrides)
     s = settings_from_config(cfg)
-    assert isinstance(s, Settings)
+    assert isinstance(s, TrainConfig if primary == "train" else PredictConfig)
     _no_omegaconf(s)
-    assert s.device in ("cpu", "cuda") or s.device.startswith("cuda:")
-    assert s.model.M >= s.model.N
-    if primary == "train":
-        assert s.ensemble is not None and s.hooks is not None
-    else:
-        assert s.ensemble is None and s.hooks is None
+    assert resolve_device(s.device) in ("cpu", "cuda") or s.device.startswith("cuda:")
+    assert s.model.teacher_modes >= s.model.N
     for o in overrides:
         group, option = o.split("=")
         if group == "dynamics":
             assert s.dynamics.name == option
     if s.data.kind != "powerlaw_eigen":
-        assert s.data.pool_size is not None and s.data.pool_size > s.data.P
+        assert _pool(s) > s.data.P
 
 
 def test_train_defaults_match_brief(compose):
@@ -154,14 +161,14 @@ def test_settings_are_frozen(compose):
 
 def test_null_resolution(compose):
     s = settings_from_config(compose("train", ["model.N=100", "model.M=null"]))
-    assert s.model.M == 100
+    assert s.model.M is None and s.model.teacher_modes == 100
     s = settings_from_config(compose("train", ["model.N=100", "model.M=400"]))
-    assert s.model.M == 400
+    assert s.model.teacher_modes == 400
     s = settings_from_config(compose("train", ["data=gaussian_powerlaw", "model=random_features",
                                                "model.N=100", "data.P=50"]))
-    assert s.data.pool_size == 400
+    assert s.data.pool_size is None and _pool(s) == 400
     s = settings_from_config(compose("train", ["data=digits", "model=random_features", "model.N=2000"]))
-    assert s.data.pool_size == 1797
+    assert _pool(s) == 1797
     s = settings_from_config(compose("train", ["dynamics.dt=0.001"]))
     assert s.dynamics.dt == 0.001
 
@@ -173,7 +180,7 @@ def test_device_auto_resolves():
 
 def test_replicas_one_ok_without_noise_or_split(compose):
     s = settings_from_config(compose("train", ["ensemble.replicas=1", "data.label_noise=0"]))
-    assert s.ensemble.replicas == 1 and not s.has_noise
+    assert s.ensemble.replicas == 1 and s.data.label_noise == 0 == s.dynamics.temperature
     s = settings_from_config(compose("train", ["ensemble.replicas=1", "ensemble.estimate_variance=false"]))
     assert s.ensemble.replicas == 1
 
@@ -284,25 +291,29 @@ def _set(d: dict, dotted: str, value) -> None:
 
 _DELETE = object()
 
-# Wrong types that a structured schema would reject at composition, but that can reach the edge
-# from a plain dict / untyped DictConfig (e.g. a config built in a notebook).
+# Wrong types that a structured schema rejects at composition, and that can also reach the edge
+# from a plain dict / untyped DictConfig (e.g. a config built in a notebook): the edge merges it
+# into the schema, so OmegaConf's conversion applies exactly as on the command line.
 BAD_RAW = [
-    ("data.P", "12"),
     ("data.P", True),
     ("data.P", 2.5),
+    ("data.P", "twelve"),
     ("model.N", None),
-    ("data.alpha", None),
+    ("data.alpha", None),  # optional in the schema, needed by the power-law data set
     ("data.alpha", "one"),
     ("data.label_noise", float("inf")),
-    ("theory.enabled", "yes"),
-    ("hooks.tensorboard", 1),
+    ("theory.enabled", "maybe"),
+    ("hooks.tensorboard", "sometimes"),
     ("dynamics.n_evals", 10.5),
     ("dynamics.max_stride", 2.5),
     ("seed", 1.5),
-    ("data.P", _DELETE),
     ("dynamics", None),
     ("hooks.early_stopping", 3),
 ]
+# What the command line accepts is accepted from a mapping too (OmegaConf's own conversions);
+# a key left out takes the schema's default.
+COERCED = [("data.P", "12", 12), ("theory.enabled", "yes", True), ("hooks.tensorboard", 1, True),
+           ("data.P", _DELETE, 256)]
 
 
 @pytest.mark.parametrize("key,value", BAD_RAW, ids=lambda v: repr(v) if not isinstance(v, str) else v)
@@ -313,6 +324,27 @@ def test_bad_raw_value_names_key(compose, key, value):
         with pytest.raises(ConfigError) as info:
             settings_from_config(cfg)
         _check_error(info.value, key)
+
+
+@pytest.mark.parametrize("key,value,expected", COERCED, ids=lambda v: repr(v) if not isinstance(v, str) else v)
+def test_raw_values_convert_as_on_the_command_line(compose, key, value, expected):
+    d = OmegaConf.to_container(compose("train"), resolve=True)
+    _set(d, key, value)
+    got = settings_from_config(d)
+    for part in key.split("."):
+        got = getattr(got, part)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_configs_are_the_objects_library_code_takes(compose):
+    """to_config of a composed config and of the same values as a plain dict agree, and the
+    result is what TrainConfig() with those values is."""
+    cfg = compose("train", ["data.P=64", "dynamics=langevin", "dynamics.temperature=0.02"])
+    a = to_config(cfg, TrainConfig)
+    b = to_config(OmegaConf.to_container(cfg, resolve=True), TrainConfig)
+    assert a == b and a.data.P == 64 and a.dynamics.temperature == 0.02
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.dynamics.temperature = 0.1  # type: ignore[misc]
 
 
 def test_config_error_is_value_error():
@@ -339,7 +371,7 @@ def test_one_line_collapses_causes():
 
 def test_data_kinds_have_presets():
     kinds = {yaml.safe_load(p.read_text())["kind"] for p in (CONF / "data").glob("*.yaml")}
-    assert kinds == set(DATA_KINDS)
+    assert kinds == set(DATASETS.names())
 
 
 @pytest.mark.parametrize(
@@ -348,8 +380,8 @@ def test_data_kinds_have_presets():
 )
 def test_preset_matches_group_schema(group, option):
     """Each preset file on its own merges into its group's schema and sets every key."""
-    from rfscaling.config import GROUP_SCHEMAS
+    from rfscaling.config import GROUP_SCHEMAS, schema
 
     raw = OmegaConf.load(CONF / group / f"{option}.yaml")
-    merged = OmegaConf.merge(OmegaConf.structured(GROUP_SCHEMAS[group]), raw)
+    merged = OmegaConf.merge(schema(GROUP_SCHEMAS[group]), raw)
     assert set(raw.keys()) == set(merged.keys()), "preset should set every key of its group"

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("rfscaling.theory")
 pd = pytest.importorskip("pandas")
 
-from rfscaling.config import settings_from_config  # noqa: E402
+from rfscaling.predict import typed_config as settings_from_config  # noqa: E402
 from rfscaling.predict import COLUMNS, compute, run, time_grid  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

@@ -83,7 +83,8 @@ def test_preset_composes_as_a_multirun(preset):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    from rfscaling.config import CONF_DIR, settings_from_config
+    from rfscaling.config import CONF_DIR
+    from rfscaling.train import typed_config as settings_from_config
 
     GlobalHydra.instance().clear()
     try:
