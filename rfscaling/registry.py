@@ -18,6 +18,12 @@ from rfscaling.errors import ConfigError
 __all__ = ["Registry"]
 
 T = TypeVar("T")
+_ALL: dict[str, "Registry"] = {}  # by config key
+
+
+def _lookup(package: str, key: str) -> "Registry":
+    importlib.import_module(package)  # defines (and registers) it
+    return _ALL[key]
 
 
 class Registry(Generic[T]):
@@ -27,6 +33,12 @@ class Registry(Generic[T]):
         self.package = package  # imported module by module on first lookup
         self._entries: dict[str, T] = {}
         self._discovered = False
+        _ALL[key] = self
+
+    def __reduce__(self):
+        # a pickled reference, never a copy: a job that unpickles code from a `python -m`
+        # __main__ (submitit, joblib) must register into and look up the one registry
+        return _lookup, (self.package, self.key)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@REGISTRY.register("name")`` on a class or function."""
