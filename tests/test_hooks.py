@@ -957,3 +957,34 @@ def test_wall_clock_budget_stops_where_evaluating_one_at_a_time_would(monkeypatc
         state, summary = res.state, res.summary
         ends[size] = summary.final.index, state.step, summary.stop_reason
     assert ends[8] == ends[1] == (3, 4, "budget: 0.05 s of wall time")
+
+
+def test_simulate_returns_the_curves_the_hooks_saw_with_status_and_message():
+    """Like solve_ivp's result: completed -> status 0, a hook's stop -> 1 with its reason,
+    non-finite weights -> -1; the curves are the totals of the snapshots the hooks were shown."""
+    _, data, dyn, info = _setup()
+
+    def run(hooks, d=dyn):
+        return simulate(d, d.init(make_generator(1, "dyn")), info, hooks, target_weights=data.target_weights,
+                        eigenvalues=data.eigenvalues, progress=False, chunk=7)
+
+    rec = Recorder()
+    done = run([rec])
+    assert done.status == 0 and done.success and done.message == "completed"
+    assert done.times.tolist() == [s.time for s in rec.snaps] and done.steps.tolist() == list(info.eval_steps)
+    assert done.generalization_error.tolist() == [s.metrics.generalization_error for s in rec.snaps]
+    assert done.train_error.tolist() == [s.metrics.train_error for s in rec.snaps]
+    np.testing.assert_allclose(done.bias + done.variance, done.generalization_error, rtol=1e-12)
+    stopped = run([Recorder(stop_at=4)])
+    assert (stopped.status, stopped.success, stopped.message) == (1, False, "recorder says stop")
+    assert stopped.times.size == 5 and stopped.state.step == info.eval_steps[4]
+
+    class Blowup(EulerDynamics):
+        def advance(self, state, n):
+            state = super().advance(state, n)
+            return State(state.weights * (math.inf if state.step >= info.eval_steps[6] else 1.0), state.step,
+                         state.time, state.generator)
+
+    diverged = run([Recorder()], Blowup(data, dyn.params))
+    assert diverged.status == -1 and not diverged.success and diverged.message.startswith("training diverged")
+    assert diverged.times.size == 6  # the finite evaluations only

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time as _time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
@@ -197,6 +197,72 @@ def _curves(snaps: Sequence[Snapshot]) -> dict:
                 train_error=np.array([x.train_error for x in m], dtype=np.float64))
 
 
+@dataclass
+class _Ending:
+    """How the evaluations went so far: the last snapshot the hooks saw, all of them (for the
+    result's curves), and why the run ended (completed unless a stop or a divergence)."""
+
+    snap: Optional[Snapshot] = None
+    seen: list = field(default_factory=list)
+    reason: str = "completed"
+    completed: bool = True
+    resumable: bool = False
+    divergence: Optional[Divergence] = None
+
+
+def _advance_to(dynamics: Dynamics, state: State, target: int, chunk: int, bar) -> State:
+    """Train up to step ``target``; stepwise dynamics in progress chunks (absolute multiples)."""
+    if target < state.step:
+        raise ValueError(f"eval step {target} lies before the state's step {state.step}")
+    while state.step < target:
+        n = target - state.step
+        if dynamics.stepwise:
+            n = min(n, chunk - state.step % chunk)
+        state = dynamics.advance(state, n)
+        bar.update(n)
+    return state
+
+
+def _hand_over(group: EvalGroup, snaps: list[Snapshot], hooks: Sequence[Hook], dynamics: Dynamics,
+               end: _Ending, bar, progress: bool) -> Optional[Snapshot]:
+    """Check a measured group and show its snapshots to the hooks, in order. Returns the
+    snapshot the run ends at (a stop request or the first non-finite one), else None."""
+    bad = [check_finite(s) for s in snaps]
+    n_ok = next((k for k, b in enumerate(bad) if b is not None), len(snaps))
+    if n_ok:
+        for h in hooks:
+            h.prepare(group, snaps[:n_ok])
+    for new, why in zip(snaps, bad):
+        if why is not None:
+            last = end.snap
+            end.divergence = Divergence(
+                index=new.index, step=new.step, time=new.time, what=why, cause=_likely_cause(dynamics),
+                last_good_step=None if last is None else last.step, last_good_time=None if last is None else last.time)
+            end.reason, end.completed, end.resumable = end.divergence.message(), False, False
+            end.snap = last if last is not None else new
+            return new
+        end.snap = new
+        end.seen.append(new)
+        if progress and math.isfinite(new.time):
+            bar.set_postfix(t=f"{new.time:.3g}", E_g=f"{new.metrics.generalization_error:.3g}", refresh=False)
+        stops = [r for r in (h.on_eval(new) for h in hooks) if r is not None]
+        if stops:
+            end.reason, end.completed, end.resumable = stops[0].reason, False, stops[0].resumable
+            return new
+    return None
+
+
+def _notify(hooks: Sequence[Hook], call) -> None:
+    """``call(hook)`` for every hook; on any failure all hooks are closed, then it re-raises
+    (the hooks after the failing one still flush and close)."""
+    try:
+        for h in hooks:
+            call(h)
+    except BaseException:
+        _close(hooks)
+        raise
+
+
 def simulate(dynamics: Dynamics, state: State, info: RunInfo, hooks: Sequence[Hook], *,
              target_weights: torch.Tensor, eigenvalues: torch.Tensor, progress: bool = True,
              chunk: int | None = None, desc: str = "train", error_offset: float = 0.0,
@@ -215,12 +281,10 @@ def simulate(dynamics: Dynamics, state: State, info: RunInfo, hooks: Sequence[Ho
     from tqdm.auto import tqdm
 
     steps = np.asarray(info.eval_steps, dtype=np.int64)
-    stepwise = dynamics.stepwise
     total = int(steps[-1]) if steps.size else 0
-    if chunk is None:
-        chunk = _default_chunk(total)
+    chunk = _default_chunk(total) if chunk is None else chunk
     # planned for the whole run (from step 0): a resumed run computes the same iterates
-    dynamics.plan(advance_calls(steps, chunk if stepwise else max(total, 1)))
+    dynamics.plan(advance_calls(steps, chunk if dynamics.stepwise else max(total, 1)))
     groups = eval_groups(steps, chunk, group_size)
     group_of = np.repeat(np.arange(len(groups)), [g.size for g in groups])  # evaluation -> its group
     target_weights, eigenvalues = target_weights.detach().clone(), eigenvalues.detach().clone()
@@ -228,61 +292,20 @@ def simulate(dynamics: Dynamics, state: State, info: RunInfo, hooks: Sequence[Ho
     def measure(g: EvalGroup, taken: list) -> list[Snapshot]:
         return measure_group(g, taken, dynamics, target_weights, eigenvalues, info.theory, error_offset)
 
-    try:
-        for h in hooks:
-            h.on_start(info)
-    except BaseException:  # e.g. a later hook cannot create its folder: stop the ones started
-        _close(hooks)
-        raise
+    _notify(hooks, lambda h: h.on_start(info))  # e.g. a later hook cannot create its folder
     t0 = _time.perf_counter()
-    reason, completed, resumable = "completed", True, False
-    snap = None
-    seen: list[Snapshot] = []  # what the hooks were shown, for the result's curves
-    divergence = None
-    pending: list[_Taken] = []  # evaluations of the current group, not yet measured
+    end, pending = _Ending(), []  # pending: evaluations of the current group, not yet measured
     bar = tqdm(total=total, initial=int(state.step), disable=not progress, desc=desc, unit="step",
                dynamic_ncols=True, leave=False)
     try:
         for i in range(info.start_index, steps.size):
-            target = int(steps[i])
-            if target < state.step:
-                raise ValueError(f"eval step {target} lies before the state's step {state.step}")
-            while state.step < target:
-                n = target - state.step
-                if stepwise:
-                    n = min(n, chunk - state.step % chunk)
-                state = dynamics.advance(state, n)
-                bar.update(n)
+            state = _advance_to(dynamics, state, int(steps[i]), chunk, bar)
             pending.append(_take(i, state))
             g = groups[group_of[i]]
             if i < g.first + g.size - 1:
                 continue  # train on to the group's last evaluation first
             snaps, pending = measure(g, pending), []
-            bad = [check_finite(s) for s in snaps]
-            n_ok = next((k for k, b in enumerate(bad) if b is not None), len(snaps))
-            if n_ok:
-                for h in hooks:
-                    h.prepare(g, snaps[:n_ok])
-            ended = None  # the snapshot the run ends at, if it ends in this group
-            for new, why in zip(snaps, bad):
-                if why is not None:
-                    divergence = Divergence(
-                        index=new.index, step=new.step, time=new.time, what=why, cause=_likely_cause(dynamics),
-                        last_good_step=None if snap is None else snap.step,
-                        last_good_time=None if snap is None else snap.time)
-                    reason, completed, resumable = divergence.message(), False, False
-                    snap, ended = (snap if snap is not None else new), new
-                    break
-                snap = new
-                seen.append(snap)
-                if progress and math.isfinite(snap.time):
-                    bar.set_postfix(t=f"{snap.time:.3g}", E_g=f"{snap.metrics.generalization_error:.3g}",
-                                    refresh=False)
-                stops = [r for r in (h.on_eval(snap) for h in hooks) if r is not None]
-                if stops:
-                    reason, completed, resumable = stops[0].reason, False, stops[0].resumable
-                    ended = snap
-                    break
+            ended = _hand_over(g, snaps, hooks, dynamics, end, bar, progress)
             if ended is not None:
                 if ended is not snaps[-1]:  # trained past it within the group: go back
                     state = _restore(ended, state.generator)
@@ -292,20 +315,15 @@ def simulate(dynamics: Dynamics, state: State, info: RunInfo, hooks: Sequence[Ho
         raise
     finally:
         bar.close()
+    snap = end.snap
     if snap is None:  # nothing left to evaluate (resumed from a finished checkpoint)
         # the evaluation the run ended at (a halt may have ended it before the last), measured
         # in its own group and slot as when the run reached it
         at = np.flatnonzero(steps == state.step)
         last = int(at[-1]) if at.size else steps.size - 1
         snap = measure(groups[group_of[last]], [_take(last, state)])[0]
-    wall = _time.perf_counter() - t0
-    summary = RunSummary(final=snap, stop_reason=reason, wall_time_s=wall,
-                         compute_macs=int(dynamics.macs_per_step()) * int(snap.step), completed=completed,
-                         resumable=resumable, divergence=divergence)
-    try:
-        for h in hooks:
-            h.on_end(summary)
-    except BaseException:  # the hooks after the failing one still flush and close
-        _close(hooks)
-        raise
-    return Simulation(state, summary, **_curves(seen))
+    summary = RunSummary(final=snap, stop_reason=end.reason, wall_time_s=_time.perf_counter() - t0,
+                         compute_macs=int(dynamics.macs_per_step()) * int(snap.step), completed=end.completed,
+                         resumable=end.resumable, divergence=end.divergence)
+    _notify(hooks, lambda h: h.on_end(summary))
+    return Simulation(state, summary, **_curves(end.seen))

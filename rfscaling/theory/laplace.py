@@ -12,8 +12,6 @@ is what makes the two-time (bias) integrals cheap: each window needs one (2n x 2
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 # n -> (mu * t0 / n, phi, h * n), optimised for the window [t0, 10 t0]
@@ -22,38 +20,6 @@ _HYPERBOLA = {
     32: (0.17112911, 1.07686182, 2.59847551),
 }
 WINDOW = 10.0  # ratio t1 / t0 one contour serves
-
-
-@dataclass(frozen=True)
-class Contour:
-    """Nodes s (2n,) and weights w (2n,) with f(t) ~= Re sum_m w_m e^{s_m t} F(s_m).
-
-    The first n nodes lie in the upper half plane; node n + m is the conjugate of node m.
-    """
-
-    s: np.ndarray
-    w: np.ndarray
-    t0: float
-
-    @property
-    def n(self) -> int:
-        return self.s.size // 2
-
-
-def hyperbola(t0: float, n: int = 32) -> Contour:
-    """Contour for times in [t0, WINDOW * t0]."""
-    if n not in _HYPERBOLA:
-        raise ValueError(f"quadrature_nodes={n}: must be one of {sorted(_HYPERBOLA)}")
-    mu_c, phi, h_c = _HYPERBOLA[n]
-    mu, h = mu_c * n / t0, h_c / n
-    theta = (np.arange(n) + 0.5) * h
-    s_up = mu + 1j * mu * np.sinh(theta + 1j * phi)
-    ds_up = 1j * mu * np.cosh(theta + 1j * phi)
-    w_up = h * ds_up / (2j * np.pi)
-    # lower half: s(-theta) = conj(s(theta)) and ds(-theta) = -conj(ds(theta)), so w(-theta) = conj(w)
-    s = np.concatenate([s_up, np.conj(s_up)])
-    w = np.concatenate([w_up, np.conj(w_up)])
-    return Contour(s=s, w=w, t0=float(t0))
 
 
 def time_windows(times: np.ndarray) -> list[np.ndarray]:
@@ -69,12 +35,6 @@ def time_windows(times: np.ndarray) -> list[np.ndarray]:
         groups.append(order[start:stop])
         start = stop
     return groups
-
-
-def invert(contour: Contour, values: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """1-D inversion: values (..., 2n) Laplace-domain samples -> (..., T) time-domain values."""
-    kernel = contour.w[:, None] * np.exp(contour.s[:, None] * times[None, :])  # (2n, T)
-    return np.real(values @ kernel)
 
 
 def unit_hyperbola(n: int = 32):
