@@ -108,7 +108,7 @@ def compute(s: PredictConfig) -> Curves:
     # irreducible error (docs/theory.md, "Finite model size")
     pred = predict(lam, w2, d.P, times, label_noise=d.label_noise, tail_power=tail,
                    weight_decay=y.weight_decay, temperature=y.temperature,
-                   init_variance=y.init_variance, modes=s.theory.modes)
+                   init_variance=y.init_variance)
     bias = np.asarray(pred.bias, float)
     var_lab = np.asarray(pred.variance_label_noise, float)
     train = np.asarray(pred.train_error, float)

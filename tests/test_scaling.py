@@ -164,7 +164,7 @@ def test_time_limited_saturates_for_smooth_targets():
     P, ks = 10**6, np.array([30.0, 40.0, 55.0])
     lam, w2 = power_law_task(1650, 1.0, 9.0)
     t = ks**2 / P
-    E = predict(lam, w2, P, t, modes=False, tail_power=power_law_tail(1650, 9.0)).generalization_error
+    E = predict(lam, w2, P, t, tail_power=power_law_tail(1650, 9.0)).generalization_error
     kick = kick_error(t, P, 1.0, 9.0)
     assert np.all(kick > 30 * time_limited_error(t, P, 1.0, 9.0))
     np.testing.assert_allclose(E, kick + time_limited_error(t, P, 1.0, 9.0), rtol=5e-3)   # O(1/k*) corrections
@@ -209,7 +209,7 @@ def test_bayes_matched_prior_doubles_error():
     lam, w2 = power_law_task(2000, 1.0, 1.0)
     T = 0.3
     for P in (50, 5000):
-        pr = predict(lam, w2, P, [np.inf], label_noise=T, weight_decay=T, temperature=T, modes=False)
+        pr = predict(lam, w2, P, [np.inf], label_noise=T, weight_decay=T, temperature=T)
         assert pr.variance_langevin[0] == pytest.approx(pr.bias[0] + pr.variance_label_noise[0], rel=1e-10)
 
 

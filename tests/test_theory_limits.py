@@ -124,10 +124,104 @@ def test_decompositions(kw):
         assert np.max(np.abs(pred.variance_langevin)) < 1e-14
     if kw.get("init_variance", 0) == 0:
         assert np.max(np.abs(pred.variance_init)) < 1e-14
-    # modes=False drops the per-mode arrays and changes nothing else
-    pred2 = predict(lam, w2, P, times, modes=False, **kw)
-    assert pred2.mode_error is None
-    np.testing.assert_allclose(pred2.generalization_error, pred.generalization_error, rtol=1e-12)
+
+
+MODE_FIELDS = ("mode_error", "mode_bias", "mode_variance", "mode_variance_label_noise",
+               "mode_variance_langevin", "mode_variance_init", "mode_response")
+
+
+@pytest.mark.parametrize("N, P, kw", [
+    (300, 100, dict(label_noise=0.1, tail_power=0.05)),
+    (200, 100, dict(weight_decay=0.5, temperature=0.02, init_variance=0.3, label_noise=0.1)),
+    (100, 300, dict(temperature=0.05, init_variance=0.2)),
+    (5000, 400, dict(label_noise=0.1)),     # N > 4096: the effective ridge is polished on the full spectrum
+])
+def test_mode_arrays_are_lazy_and_sum_to_the_totals(N, P, kw):
+    """predict computes the totals without the per-mode path (its cache stays empty until a mode_*
+    field is read); the per-mode arrays, computed on the first read, sum to the totals
+    (sum_k e_k = E_g - tail_power, docs/theory.md section 1), are cached, and survive pickling and
+    copying bit for bit whether they were computed before or after."""
+    import copy
+    import dataclasses
+    import pickle
+
+    lam, w2 = power_law_task(N, 1.0, 1.0)
+    times = np.concatenate([[0.0], np.logspace(-3, 4, 30), [np.inf]])
+    pred = predict(lam, w2, P, times, **kw)
+    pred.columns(), repr(pred), pred.generalization_error.sum()
+    assert pred._modes is not None and pred._modes.cache == {}     # totals only: nothing computed
+    fresh = pickle.loads(pickle.dumps(pred))                        # pickled before computing
+    assert fresh._modes.cache == {}
+
+    me = pred.mode_error
+    assert set(pred._modes.cache) >= {"error", "bias", "variance", "lab", "lan", "init", "response"}
+    assert pred.mode_error is me                                    # cached, not recomputed
+    fin = np.isfinite(pred.generalization_error)
+    eg, tail = pred.generalization_error[fin], kw.get("tail_power", 0.0)
+    tol = 1e-12 * np.max(eg)
+    assert me.shape == (times.size, N)
+    pairs = [("mode_error", pred.generalization_error - tail), ("mode_bias", pred.bias - tail),
+             ("mode_variance", pred.variance), ("mode_variance_label_noise", pred.variance_label_noise),
+             ("mode_variance_langevin", pred.variance_langevin), ("mode_variance_init", pred.variance_init)]
+    for name, total in pairs:
+        np.testing.assert_allclose(getattr(pred, name).sum(axis=1)[fin], total[fin], rtol=0, atol=tol,
+                                   err_msg=name)
+    np.testing.assert_array_equal(pred.mode_bias + pred.mode_variance, me)
+    np.testing.assert_array_equal(pred.mode_response[0], np.ones(N))
+
+    # the same arrays from a copy pickled before the first read, after it, and from copies
+    for other in (fresh, pickle.loads(pickle.dumps(pred)), copy.deepcopy(fresh), copy.copy(pred),
+                  dataclasses.replace(fresh)):
+        for name in MODE_FIELDS:
+            np.testing.assert_array_equal(getattr(other, name), getattr(pred, name), err_msg=name)
+    # a second prediction computes the same per-mode arrays in any order of access
+    again = predict(lam, w2, P, times, **kw)
+    np.testing.assert_array_equal(again.mode_response, pred.mode_response)
+    np.testing.assert_array_equal(again.mode_bias, pred.mode_bias)
+
+
+def _spectra(N):
+    rng = np.random.default_rng(3)
+    return {
+        "power_law": power_law_task(N, 1.0, 1.0)[0],
+        "flat": np.ones(N),
+        "two_clusters": np.repeat([1.0, 1e-3], N // 2),
+        "log_uniform": np.sort(10.0 ** rng.uniform(-8, 0, N))[::-1],
+        "repeated": np.repeat(np.arange(1.0, N // 5 + 1) ** -1.5, 5),
+    }
+
+
+@pytest.mark.parametrize("name", ["power_law", "flat", "two_clusters", "log_uniform", "repeated"])
+def test_effective_ridge_on_contour_is_the_converged_root(name, monkeypatch):
+    """kappa on the contour (Gauss-compressed continuation, one polishing step on the full spectrum)
+    equals Newton iterated to convergence on the full spectrum, within 1e-13 relative; the same with
+    the exact-Newton fallback forced (every node polished until its correction is < 1e-16). The
+    compressed spectrum integrates polynomials of degree <= 5 in lam exactly within each bin."""
+    from rfscaling.theory import kappa as K
+    from rfscaling.theory.laplace import unit_hyperbola
+
+    N, P = 6000, 1500
+    lam = _spectra(N)[name]
+    lam_c, w_c = K._compress_gauss(lam, per_decade=48, points=3)
+    assert w_c is not None and np.all(w_c > 0) and lam_c.size < N
+    for j in range(6):
+        np.testing.assert_allclose(np.sum(w_c * lam_c**j), np.sum(lam**j), rtol=1e-12)
+
+    sigma, thetas, _ = unit_hyperbola(32)
+    scales = np.array([1e2, 5e1, 1e-1, 5e-2, 1e-4])
+    for wd in (0.0, 0.01):
+        k, resid = K.kappa_on_contour(lam, P, wd, sigma, thetas, scales)
+        assert resid.max() < 1e-8
+        z = (wd + scales[:, None] * sigma(thetas)[None, :]).ravel()
+        ref = k.ravel().copy()
+        for _ in range(3):
+            q, fp = K._residual_and_slope(lam, None, P, ref)
+            ref = ref - (ref * q - z) / fp
+        np.testing.assert_allclose(k.ravel(), ref, rtol=1e-13)
+        monkeypatch.setattr(K, "_POLISH_TOL", 1e-16)
+        k2, _ = K.kappa_on_contour(lam, P, wd, sigma, thetas, scales)
+        monkeypatch.undo()
+        np.testing.assert_allclose(k2.ravel(), ref, rtol=1e-13)
 
 
 @pytest.mark.parametrize("label_noise", [0.0, 0.2])
@@ -137,7 +231,7 @@ def test_train_error_nonincreasing_for_gradient_flow(label_noise):
     lam, w2 = power_law_task(300, 1.0, 0.7)
     times = np.concatenate([[0.0], np.logspace(-4, 4, 40)])
     for P in (100, 600):
-        tr = predict(lam, w2, P, times, label_noise=label_noise, modes=False).train_error
+        tr = predict(lam, w2, P, times, label_noise=label_noise).train_error
         assert np.all(np.diff(tr) <= 1e-10 * tr[0]), (P, tr)
 
 

@@ -238,7 +238,7 @@ def run_regime(name, seed=1234, size_factor=1, n_datasets=None, n_bands=6, rel_t
     times = _time_grid(P, lam[0], include_inf=True)
     bands = log_bands(N, n_bands)
     mc = monte_carlo(lam, w2, P, times, n_datasets=n_datasets or nd, seed=seed, bands=bands, **kw)
-    pred = predict(lam, w2, P, times, modes=True, **kw)
+    pred = predict(lam, w2, P, times, **kw)
     finite_mask = np.isfinite(times) | inf_finite
     scale = float(np.sum(lam * (w2 + kw.get("init_variance", 0.0))))
     failures, measured = compare_with_mc(pred, mc, bands, scale, finite_mask, rel_tol)

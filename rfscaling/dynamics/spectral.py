@@ -32,6 +32,26 @@ def _tridiagonal_top(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Ten
     return evals[:, -1], evecs[:, -1, -1]
 
 
+def _check_args(gram: torch.Tensor, max_iter: int) -> None:
+    if gram.ndim != 3 or gram.shape[1] != gram.shape[2] or gram.shape[1] == 0:
+        raise ValueError(f"gram has shape {tuple(gram.shape)}: expected (D, m, m) with m >= 1")
+    if max_iter < 1:
+        raise ValueError(f"max_iter={max_iter}: must be >= 1")
+    if not gram.is_floating_point():
+        raise TypeError(f"gram has dtype {gram.dtype}: expected a floating dtype")
+
+
+def _compact(A: torch.Tensor, keep: torch.Tensor, owned: bool) -> torch.Tensor:
+    """The matrices ``keep`` (increasing) of the batch ``A``; in place when ``A`` is a private
+    copy (front to back, so no source is overwritten before it is read)."""
+    if not owned:
+        return A.index_select(0, keep)
+    for i, src in enumerate(keep.tolist()):
+        if i != src:
+            A[i].copy_(A[src])
+    return A[: keep.numel()]
+
+
 def top_eigenvalue(gram: torch.Tensor, *, tol: float = 1e-13, max_iter: int = 160, dense_below: int = 192,
                    info: dict | None = None) -> torch.Tensor:
     """lambda_max of each symmetric PSD matrix of ``gram`` (D, m, m), any float dtype and device,
@@ -49,12 +69,7 @@ def top_eigenvalue(gram: torch.Tensor, *, tol: float = 1e-13, max_iter: int = 16
     ``info``, if given, receives ``iterations`` (the largest k used), ``matvecs`` (matrix-vector
     products in total) and ``fallback`` (how many matrices went to eigvalsh after Lanczos).
     """
-    if gram.ndim != 3 or gram.shape[1] != gram.shape[2] or gram.shape[1] == 0:
-        raise ValueError(f"gram has shape {tuple(gram.shape)}: expected (D, m, m) with m >= 1")
-    if max_iter < 1:
-        raise ValueError(f"max_iter={max_iter}: must be >= 1")
-    if not gram.is_floating_point():
-        raise TypeError(f"gram has dtype {gram.dtype}: expected a floating dtype")
+    _check_args(gram, max_iter)
     D, m, _ = gram.shape
     if info is not None:
         info.update(iterations=0, matvecs=0, fallback=0)
@@ -104,13 +119,7 @@ def top_eigenvalue(gram: torch.Tensor, *, tol: float = 1e-13, max_iter: int = 16
         if keep.numel() == 0:
             break
         if keep.numel() < d:  # drop the finished matrices from the batch
-            if owned:  # in place, front to back: keep is increasing, so no source is overwritten
-                for i, src in enumerate(keep.tolist()):
-                    if i != src:
-                        A[i].copy_(A[src])
-                A = A[: keep.numel()]
-            else:
-                A, owned = A.index_select(0, keep), True
+            A, owned = _compact(A, keep, owned), True
             Q, alpha, beta = Q[keep], alpha[keep], beta[keep]
             anorm, idx, w, b = anorm[keep], idx[keep], w[keep], b[keep]
         Q[:, j + 1] = w / b[:, None]

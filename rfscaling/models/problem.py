@@ -77,8 +77,12 @@ class Problem:
         noise = self.label_noise + self.unexplained_variance
         pred = predict(self.theory_eigenvalues, self.theory_target_second_moment, self.data.n_samples,
                        np.asarray(times, dtype=np.float64), label_noise=noise, weight_decay=weight_decay,
-                       temperature=temperature, init_variance=init_variance, modes=modes)
-        curve = TheoryCurve.from_prediction(pred, n_modes=self.data.n_modes)
+                       temperature=temperature, init_variance=init_variance)
+        if modes:
+            curve = TheoryCurve.from_prediction(pred, n_modes=self.data.n_modes)
+        else:  # the per-mode arrays are computed on first read: do not read them
+            curve = TheoryCurve(*(np.asarray(getattr(pred, k), dtype=np.float64) for k in
+                                  ("times", "generalization_error", "bias", "variance", "train_error")))
         u = self.unexplained_variance
         if u > 0:
             f = u / noise

@@ -78,7 +78,7 @@ def curve(cond: Condition, times, modes: bool = False):
     lam, w2, tail = cond.task()
     return predict(lam, w2, cond.P, np.asarray(times, dtype=float), label_noise=cond.label_noise,
                    weight_decay=cond.weight_decay, temperature=cond.temperature,
-                   init_variance=cond.init_variance, tail_power=tail, modes=modes)
+                   init_variance=cond.init_variance, tail_power=tail)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.linalg import blas
 
-from .kappa import kappa_on_contour, kappa_real
+from .kappa import _chunk_sums, _PairwiseSum, kappa_on_contour, kappa_real
 from .laplace import time_windows, unit_hyperbola
 
 __all__ = ["Prediction", "predict"]
@@ -25,6 +25,9 @@ __all__ = ["Prediction", "predict"]
 @dataclass(frozen=True)
 class Prediction:
     """DMFT prediction on a time grid. Arrays over times have shape (T,), per-mode arrays (T, N).
+
+    The totals are computed by ``predict``; the per-mode arrays (``mode_*``) cost O(T N nodes^2)
+    and are computed only when one of them is first read (all of them at once), then cached.
 
     Conventions (docs/theory.md): E_g = sum_k lam_k (w_k - wstar_k)^2 averaged over everything,
     bias from the noise-averaged weights, variance = E_g - bias split by source, train error
@@ -41,13 +44,6 @@ class Prediction:
     train_error: np.ndarray
     train_bias: np.ndarray
     train_variance: np.ndarray
-    mode_error: np.ndarray | None
-    mode_bias: np.ndarray | None
-    mode_variance: np.ndarray | None
-    mode_variance_label_noise: np.ndarray | None
-    mode_variance_langevin: np.ndarray | None
-    mode_variance_init: np.ndarray | None
-    mode_response: np.ndarray | None
     eigenvalues: np.ndarray
     target_second_moment: np.ndarray
     n_samples: int
@@ -62,6 +58,43 @@ class Prediction:
     success: bool
     message: str
     max_residual: float = field(default=0.0)
+    _modes: "_ModeArrays | None" = field(default=None, repr=False, compare=False)
+
+    # per-mode arrays (T, N): computed from the stored window data on first access, then cached
+    @property
+    def mode_error(self) -> np.ndarray:
+        """e_k(t) = mode_bias + mode_variance; sum_k e_k = E_g - tail_power."""
+        return self._mode("error")
+
+    @property
+    def mode_bias(self) -> np.ndarray:
+        return self._mode("bias")
+
+    @property
+    def mode_variance(self) -> np.ndarray:
+        return self._mode("variance")
+
+    @property
+    def mode_variance_label_noise(self) -> np.ndarray:
+        return self._mode("lab")
+
+    @property
+    def mode_variance_langevin(self) -> np.ndarray:
+        return self._mode("lan")
+
+    @property
+    def mode_variance_init(self) -> np.ndarray:
+        return self._mode("init")
+
+    @property
+    def mode_response(self) -> np.ndarray:
+        """E[g_t(H)]_kk: the mean residual fraction of mode k (1 at t = 0)."""
+        return self._mode("response")
+
+    def _mode(self, key: str) -> np.ndarray:
+        if self._modes is None:
+            raise AttributeError("this Prediction carries no per-mode data")
+        return self._modes.get(key)
 
     def columns(self) -> dict[str, np.ndarray]:
         """Totals as a column dict (for CSV / pandas)."""
@@ -163,7 +196,7 @@ def _limit_zero(lam, w2, P, lab, s0):
 
 
 def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0, weight_decay=0.0,
-            temperature=0.0, init_variance=0.0, *, tail_power: float = 0.0, modes: bool = True,
+            temperature=0.0, init_variance=0.0, *, tail_power: float = 0.0,
             quadrature_nodes: int = 32) -> Prediction:
     """Typical-case DMFT prediction of the learning curves of linear random-feature regression.
 
@@ -177,12 +210,17 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
     tail_power : target power sum_{k > N} lam_k E[wstar_k^2] of teacher modes the student lacks
         (finite model size). It enters the training labels like label noise but is fixed per data
         set, so its effect counts as bias; it is also an irreducible part of E_g (not of any mode).
-    modes : also return per-mode arrays of shape (T, N) (costs O(T N nodes^2)).
     quadrature_nodes : nodes per half contour of the inverse Laplace transform (24 or 32).
+
+    The totals (E_g, bias, variances, train error) are computed here, at O(N nodes^2) per decade
+    of time. The per-mode arrays ``mode_error``, ``mode_bias``, ``mode_variance``,
+    ``mode_variance_label_noise``, ``mode_variance_langevin``, ``mode_variance_init`` and
+    ``mode_response`` (shape (T, N), O(T N nodes^2)) are computed on the first read of any of them
+    from data kept in the result, and cached; a caller that reads only totals never pays for them.
     """
     with _blas_single_thread():
         return _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, weight_decay,
-                        temperature, init_variance, tail_power, modes, quadrature_nodes)
+                        temperature, init_variance, tail_power, quadrature_nodes)
 
 
 def _blas_single_thread():
@@ -198,8 +236,11 @@ def _blas_single_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+_COMPONENTS = ("bias", "lab", "lan", "init", "response")
+
+
 def _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, weight_decay, temperature,
-             init_variance, tail_power, modes, quadrature_nodes) -> Prediction:
+             init_variance, tail_power, quadrature_nodes) -> Prediction:
     lam, w2, P, t, sc = _validate(eigenvalues, target_second_moment, n_samples, times,
                                   label_noise=label_noise, weight_decay=weight_decay,
                                   temperature=temperature, init_variance=init_variance,
@@ -208,11 +249,9 @@ def _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, w
     # the missing tail acts on the labels like noise: solve with the total, split afterwards
     lab = sc["label_noise"] + tail
     f_tail = tail / lab if lab > 0 else 0.0
-    N, nT = lam.size, t.size
+    nT = t.size
     lw = lam * w2
 
-    comp = ("bias", "lab", "lan", "init", "response")
-    mode = {c: np.zeros((nT, N)) for c in comp} if modes else None
     tot = {c: np.zeros(nT) for c in ("bias", "lab", "lan", "init", "tr_bias", "tr_lab", "tr_noise")}
 
     def put(i, d):
@@ -220,19 +259,18 @@ def _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, w
             tot[c][i] = np.sum(d[c])
         for c in ("tr_bias", "tr_lab", "tr_noise"):
             tot[c][i] = d[c]
-        if modes:
-            for c in comp:
-                mode[c][i] = d[c]
 
     inf_d, kappa_inf, gamma_inf = _limit_infinity(lam, w2, P, lab, wd, T, s0)
     zero_d = _limit_zero(lam, w2, P, lab, s0)
-    for i in np.flatnonzero(np.isinf(t)):
+    inf_idx, zero_idx = np.flatnonzero(np.isinf(t)), np.flatnonzero(t == 0)
+    for i in inf_idx:
         put(i, inf_d)
-    for i in np.flatnonzero(t == 0):
+    for i in zero_idx:
         put(i, zero_d)
 
     finite = np.flatnonzero(np.isfinite(t) & (t > 0))
     max_resid = 0.0
+    windows = []
     if finite.size:
         groups = [finite[g] for g in time_windows(t[finite])]
         t0s = np.array([t[g].min() for g in groups])
@@ -243,10 +281,9 @@ def _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, w
         sig = sigma(thetas)
         G = len(groups)
         for g, idx in enumerate(groups):
-            tg = t[idx]
             s = sig / t0s[g]                      # (n,) upper-half nodes
             w = w_unit / t0s[g]
-            _window(lam, w2, lw, P, lab, wd, T, s0, s, w, K[g], K[G + g], tg, idx, tot, mode)
+            windows.append(_window(lam, lw, P, lab, wd, T, s0, s, w, K[g], K[G + g], t[idx], idx, tot))
 
     with np.errstate(invalid="ignore"):
         # (guarded: 0 * inf must stay 0 where the label variance diverges, e.g. at P = N)
@@ -257,55 +294,85 @@ def _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, w
         train_bias = tot["tr_bias"] + (f_tail * tot["tr_lab"] if tail > 0 else 0.0)
         train_var = (1.0 - f_tail) * tot["tr_lab"] + tot["tr_noise"]
         train = train_bias + train_var
-    mode_var = None
-    if modes:
-        if tail > 0:
-            mode["bias"] = mode["bias"] + f_tail * mode["lab"]
-            mode["lab"] = (1.0 - f_tail) * mode["lab"]
-        mode_var = mode["lab"] + mode["lan"] + mode["init"]
     ok = bool(max_resid < 1e-6) and not np.any(np.isnan(eg))
     msg = ("converged" if ok else
            f"effective-ridge solve residual {max_resid:.2e} (or NaN output); results may be inaccurate")
     a_inf = lam / (kappa_inf + lam)
+    modes = _ModeArrays(lam=lam, lw=lw, lab=lab, wd=wd, T=T, s0=s0, f_tail=f_tail, tail=tail, n_times=nT,
+                        rows=[(inf_idx, {c: inf_d[c] for c in _COMPONENTS}),
+                              (zero_idx, {c: zero_d[c] for c in _COMPONENTS})],
+                        windows=windows)
     return Prediction(
         times=t, generalization_error=eg, bias=bias, variance=variance,
         variance_label_noise=lab_v, variance_langevin=lan_v, variance_init=init_v,
         train_error=train, train_bias=train_bias, train_variance=train_var,
-        mode_error=(mode["bias"] + mode_var) if modes else None,
-        mode_bias=mode["bias"] if modes else None, mode_variance=mode_var,
-        mode_variance_label_noise=mode["lab"] if modes else None,
-        mode_variance_langevin=mode["lan"] if modes else None,
-        mode_variance_init=mode["init"] if modes else None,
-        mode_response=mode["response"] if modes else None,
         eigenvalues=lam, target_second_moment=w2, n_samples=P, label_noise=sc["label_noise"],
         tail_power=tail, weight_decay=wd,
         temperature=T, init_variance=s0, effective_ridge=kappa_inf,
         degrees_of_freedom=float(a_inf.sum()), gamma=gamma_inf, success=ok, message=msg,
-        max_residual=max_resid,
+        max_residual=max_resid, _modes=modes,
     )
 
 
-def _gram_full(A1: np.ndarray, d_list: list[np.ndarray]) -> list[np.ndarray]:
-    """[Af^T diag(d) Af for d in d_list] with Af = [A1, conj(A1)] (N, 2n) and d >= 0.
+_BLOCK = 1024  # modes per block of the window sums: the block's arrays (2 MiB) stay in cache
 
-    With B = A1 sqrt(d): the upper-left block is B^T B (complex symmetric, zsyrk), the upper-right
-    block is B^T conj(B) (zherk of B^T); the lower blocks are their conjugates. The rank-k updates do
-    half the work of a GEMM; B^T of a C-ordered (N, n) array is Fortran-ordered, so nothing is copied.
+
+def _window_sums(lam, V, k1, k2, d_list):
+    """Mode sums of one window, blocked over modes so that every elementwise pass runs in cache.
+
+    With A1 = 1/(k1 + lam), A2 = 1/(k2 + lam) (N, n): returns V^T A1, V^T A2 and V^T (A1 A2)
+    (each (J, n)) for real V (J, N), and for each d in d_list (d >= 0) the real Gram matrix
+    sum_k d_k r_k r_k^T (2n, 2n) of the real views r_k = (Re A1_k1, Im A1_k1, Re A1_k2, ...) of
+    the rows of A1 (upper triangle; :func:`_gram_full` completes it). The sums are real matrix
+    products on real views, summed pairwise over blocks; a real rank-k update (dsyrk) of the
+    (N, 2n) real view is half the flops of the complex zsyrk + zherk pair that gives the same two
+    blocks.
     """
-    out = []
-    for d in d_list:
-        Bt = (A1 * np.sqrt(d)[:, None]).T                                     # (n, N), F-ordered
-        S = blas.zsyrk(1.0, Bt, trans=0)                                       # Bt Bt^T
-        H = blas.zherk(1.0, Bt, trans=0)                                       # Bt Bt^H
-        S = np.triu(S) + np.triu(S, 1).T
-        H = np.triu(H) + np.triu(H, 1).conj().T
-        up = np.concatenate([S, H], axis=1)
-        out.append(np.concatenate([up, np.conj(np.roll(up, up.shape[0], axis=1))], axis=0))
-    return out
+    N, n = lam.size, k1.size
+    W = np.empty((3, min(_BLOCK, N), n), dtype=np.complex128)               # A1, A2, A1 A2
+    Bt = np.empty((min(_BLOCK, N), 2 * n))
+    sums = [_PairwiseSum() for _ in range(3)]
+    roots = [np.sqrt(d) for d in d_list]
+    grams = [_PairwiseSum() for _ in d_list]
+    for i in range(0, N, _BLOCK):
+        m = min(_BLOCK, N - i)
+        lb = lam[i:i + m, None]
+        A1, A2, P12 = W[0, :m], W[1, :m], W[2, :m]
+        np.add(lb, k1, out=A1)
+        np.reciprocal(A1, out=A1)
+        np.add(lb, k2, out=A2)
+        np.reciprocal(A2, out=A2)
+        np.multiply(A1, A2, out=P12)
+        Vb = V[:, i:i + m]
+        for acc, A in zip(sums, (A1, A2, P12)):
+            acc.add(_chunk_sums(Vb, A.view(np.float64)))
+        a1 = A1.view(np.float64)                                             # (m, 2n) real view
+        for acc, r in zip(grams, roots):
+            b = Bt[:m]
+            np.multiply(a1, r[i:i + m, None], out=b)
+            acc.add(blas.dsyrk(1.0, b.T, trans=0))
+    m1, m2, m12 = (np.ascontiguousarray(acc.total()).view(np.complex128) for acc in sums)
+    return m1, m2, m12, [acc.total() for acc in grams]
 
 
-def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
-    """All quantities for the times tg of one contour window (docs/theory.md, 'Laplace domain').
+def _gram_full(G: np.ndarray) -> np.ndarray:
+    """Af^T diag(d) Af with Af = [A1, conj(A1)] (N, 2n), from the real Gram G of :func:`_window_sums`.
+
+    With A1 = X + iY: the upper-left block A1^T D A1 = XX - YY + i (XY + YX), the upper-right
+    A1^T D conj(A1) = XX + YY + i (YX - XY); the lower blocks are their conjugates.
+    """
+    n = G.shape[0] // 2
+    G = np.triu(G) + np.triu(G, 1).T
+    XX, YY, XY = G[0::2, 0::2], G[1::2, 1::2], G[0::2, 1::2]                # XY[m, l] = sum X_m Y_l
+    S = (XX - YY) + 1j * (XY + XY.T)
+    H = (XX + YY) + 1j * (XY.T - XY)
+    up = np.concatenate([S, H], axis=1)
+    return np.concatenate([up, np.conj(np.roll(up, n, axis=1))], axis=0)
+
+
+def _window(lam, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot):
+    """Totals for the times tg of one contour window (docs/theory.md, 'Laplace domain'); returns
+    what the per-mode arrays of these times need later (:meth:`_ModeArrays.compute`).
 
     k1 = kappa(wd + s), k2 = kappa(wd + s/2) on the n upper-half nodes s with weights w.
     """
@@ -315,12 +382,11 @@ def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
     ker = 2.0 * w[:, None] * np.exp(s[:, None] * tg[None, :])              # (n, Tg)
     inv = lambda F: np.real(F @ ker)                                         # noqa: E731
 
-    A1 = 1.0 / (k1[None, :] + lam[:, None])                                  # (N, n)
-    A2 = 1.0 / (k2[None, :] + lam[:, None])
-    P12 = A1 * A2
-    # mode sums as GEMMs: columns of V are the weights summed against A2, A1 A2 and A1
-    V = np.stack([np.ones(N), lam, lam**2, lw], axis=1)                      # (N, 4)
-    m2, m12, m1 = A2.T @ V, P12.T @ V, A1.T @ V[:, :1]
+    # mode sums: rows of V are the weights summed against A1, A2 and A1 A2 (A = 1/(kappa + lam));
+    # the Gram matrices of A1 weighted by lam w2 / P and lam^2 give the two-time bias kernel
+    V = np.stack([np.ones(N), lam, lam**2, lw])                              # (4, N)
+    m1, m2, m12, (E12, M2) = _window_sums(lam, V, k1, k2, [lw / P, lam**2])
+    m1, m2, m12 = m1[0], m2.T, m12.T                                         # (n,), (n, 4), (n, 4)
     ONE, LAM, LAM2, LW = range(4)
     # P (1 - Gamma(k1, k2)): two exact forms, take the one without cancellation (as in kappa.py)
     g_a = m12[:, LAM2]
@@ -332,7 +398,7 @@ def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
     # sum_k w2_k [C g_t(H)^2]_kk / P with a_k = lam_k A_k
     S_trb = (0.5 * m2[:, LW] - cw * dk * m12[:, LW]) / P
     sum_D2 = k2 * m2[:, ONE] / z2
-    sum_dD = dk * m12[:, LAM] / z2 + k1 * m1[:, 0] * (0.5 * s) / (z1 * z2)
+    sum_dD = dk * m12[:, LAM] / z2 + k1 * m1 * (0.5 * s) / (z1 * z2)
     S_trl = lab * (0.5 * sum_D2 + cw * sum_dD) / P
     S_trn = (T / s + 0.5 * s0) * m2[:, LAM] / P
     tot["tr_bias"][idx] = inv(S_trb)
@@ -343,12 +409,13 @@ def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
     kf = np.concatenate([k1, np.conj(k1)])
     sf = np.concatenate([s, np.conj(s)])
     wf = np.concatenate([w, np.conj(w)])                                     # w(-theta) = conj(w)
-    E12, M2 = _gram_full(A1, [lw / P, lam**2])
+    E12, M2 = _gram_full(E12), _gram_full(M2)
     one_m_G = (P - M2) / P
     # P - M2 loses digits only where it nearly vanishes (P ~ N, kappa -> 0): there use the exact
     # complementary form (P - N) + sum (k1 k2 + lam (k1 + k2)) A1 A2, which needs two more Grams
     if np.any(np.abs(P - M2) < 1e-5 * np.abs(M2)):
-        M0, M1 = _gram_full(A1, [np.ones(N), lam])
+        *_, (M0, M1) = _window_sums(lam, V[:1], k1, k2, [np.ones(N), lam])
+        M0, M1 = _gram_full(M0), _gram_full(M1)
         G_b = M0 * np.outer(kf, kf) + M1 * (kf[:, None] + kf[None, :])
         one_m_G = np.where(np.abs(M2) <= np.abs(G_b), P - M2, (P - N) + G_b) / P
     Q = E12 / one_m_G
@@ -356,28 +423,86 @@ def _window(lam, w2, lw, P, lab, wd, T, s0, s, w, k1, k2, tg, idx, tot, mode):
     c = ef * kf[:, None]
     tot["bias"][idx] = P * np.real(np.einsum("mt,mk,kt->t", c, Q, c))
 
-    if mode is None:
-        # sum_k of the per-mode transforms below
-        tot["lab"][idx] = inv(-lab * (2.0 / s**2) * dk * m12[:, LAM2])
-        tot["lan"][idx] = inv(T * k2 * m2[:, LAM] / (z2 * s))
-        tot["init"][idx] = inv(0.5 * s0 * k2 * m2[:, LAM] / z2)
-        return
+    # sum_k of the per-mode transforms of _window_modes
+    tot["lab"][idx] = inv(-lab * (2.0 / s**2) * dk * m12[:, LAM2])
+    tot["lan"][idx] = inv(T * k2 * m2[:, LAM] / (z2 * s))
+    tot["init"][idx] = inv(0.5 * s0 * k2 * m2[:, LAM] / z2)
+    return _Window(idx=idx, s=s, w=w, k1=k1, k2=k2, dk=dk, Q=Q, ef=ef, ker=ker)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What one contour window's per-mode arrays need: times idx, nodes s and weights w (n,),
+    kappa at z1 and z2, k2 - k1, the two-time kernel Q (2n, 2n) and the inversion kernels."""
+
+    idx: np.ndarray
+    s: np.ndarray
+    w: np.ndarray
+    k1: np.ndarray
+    k2: np.ndarray
+    dk: np.ndarray
+    Q: np.ndarray
+    ef: np.ndarray
+    ker: np.ndarray
+
+
+def _window_modes(lam, lw, lab, wd, T, s0, win: _Window, mode):
+    """Per-mode arrays (docs/theory.md, table of section 4) for the times of one window."""
+    s, k1, k2, idx = win.s, win.k1, win.k2, win.idx
+    z2 = wd + 0.5 * s
+    inv = lambda F: np.real(F @ win.ker)                                     # noqa: E731
+    A1 = 1.0 / (k1[None, :] + lam[:, None])                                  # (N, n)
+    A2 = 1.0 / (k2[None, :] + lam[:, None])
+    P12 = A1 * A2
     lam_c = lam[:, None]
     b1, b2 = k1[None, :] * A1, k2[None, :] * A2
     F = {
-        "lab": -lab * lam_c**2 * (2.0 / s**2) * dk[None, :] * P12,
+        "lab": -lab * lam_c**2 * (2.0 / s**2) * win.dk[None, :] * P12,
         "lan": T * lam_c * b2 / (z2 * s),
         "init": 0.5 * s0 * lam_c * b2 / z2,
         "response": b1 / s,
     }
     for key, Fk in F.items():
-        m = inv(Fk).T                                                        # (Tg, N)
-        mode[key][idx] = m
-        if key != "response":
-            tot[key][idx] = m.sum(1)
+        mode[key][idx] = inv(Fk).T                                           # (Tg, N)
     beta = mode["response"][idx]
     Bf = np.concatenate([b1, np.conj(b1)], axis=1)                           # (N, 2n)
     for j, i in enumerate(idx):
-        y = Bf * ef[None, :, j]                                              # (N, 2n)
-        quad = np.real(np.sum((y @ Q) * y, axis=1))
+        y = Bf * win.ef[None, :, j]                                          # (N, 2n)
+        quad = np.real(np.sum((y @ win.Q) * y, axis=1))
         mode["bias"][i] = lw * beta[j] ** 2 + lam**2 * quad
+
+
+class _ModeArrays:
+    """Lazy per-mode arrays of one prediction: the data to compute them (O(N) vectors and, per
+    contour window, O(nodes^2) kernels) and, after the first request, the (T, N) arrays.
+
+    A plain object of numpy arrays, so a Prediction pickles and copies with or without them.
+    """
+
+    def __init__(self, *, lam, lw, lab, wd, T, s0, f_tail, tail, n_times, rows, windows):
+        self.lam, self.lw, self.lab, self.wd, self.T, self.s0 = lam, lw, lab, wd, T, s0
+        self.f_tail, self.tail, self.n_times = f_tail, tail, n_times
+        self.rows, self.windows = rows, windows
+        self.cache: dict[str, np.ndarray] = {}
+
+    def get(self, key: str) -> np.ndarray:
+        if not self.cache:
+            with _blas_single_thread():
+                self.cache = self.compute()
+        return self.cache[key]
+
+    def compute(self) -> dict[str, np.ndarray]:
+        lam = self.lam
+        mode = {c: np.zeros((self.n_times, lam.size)) for c in _COMPONENTS}
+        for idx, d in self.rows:                                             # t = inf and t = 0
+            for i in idx:
+                for c in _COMPONENTS:
+                    mode[c][i] = d[c]
+        for win in self.windows:
+            _window_modes(lam, self.lw, self.lab, self.wd, self.T, self.s0, win, mode)
+        if self.tail > 0:
+            mode["bias"] = mode["bias"] + self.f_tail * mode["lab"]
+            mode["lab"] = (1.0 - self.f_tail) * mode["lab"]
+        mode["variance"] = mode["lab"] + mode["lan"] + mode["init"]
+        mode["error"] = mode["bias"] + mode["variance"]
+        return mode

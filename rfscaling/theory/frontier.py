@@ -172,8 +172,7 @@ def theory_frontier(alpha, beta, P_values, N_values, t_grid, label_noise=0.0, M=
             lam, w2 = power_law_task(int(N), alpha, beta, lam_1=lam_1, c=c)
             tail = power_law_tail(int(N), beta, c, M)
             pr = predict(lam, w2, int(P), t, label_noise=label_noise, weight_decay=weight_decay,
-                         temperature=temperature, tail_power=tail, modes=False,
-                         quadrature_nodes=quadrature_nodes)
+                         temperature=temperature, tail_power=tail, quadrature_nodes=quadrature_nodes)
             lm = lambda_max(lam, int(P), weight_decay, edge)
             rows.append(pd.DataFrame(dict(P=int(P), N=int(N), t=t, compute=compute_cost(N, P, t, lm),
                                           E_g=pr.generalization_error, lambda_max=lm)))

@@ -490,7 +490,7 @@ def _langevin_tail(t, N, alpha, T, lam_1=1.0):
 
 def _optimal_stop(lam, w2, P, tail, t_guess, span=30.0, per_decade=16, alpha=None, lam_1=1.0, **kw):
     t = np.geomspace(t_guess / span, t_guess * span, int(2 * np.log10(span) * per_decade) + 1)
-    E = predict(lam, w2, P, t, modes=False, tail_power=tail, **kw).generalization_error
+    E = predict(lam, w2, P, t, tail_power=tail, **kw).generalization_error
     if kw.get("temperature", 0.0) > 0:
         E = E + _langevin_tail(t, lam.size, alpha, kw["temperature"], lam_1)
     return _refine_min(np.log(t), np.log(E))
@@ -563,17 +563,17 @@ def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = No
         if regime == "time" and want("E_g"):
             N = _n_modes(tau[-1] ** q)
             lam, w2, tail = _task(N, a, b, lam_1, c)
-            E = predict(lam, w2, int(P), t, modes=False, tail_power=tail).generalization_error
+            E = predict(lam, w2, int(P), t, tail_power=tail).generalization_error
             add("E_g", "t", t, E, f"P={P:.3g}, N={N}+tail, sigma^2=0")
             t_fix = 1e-4 * 1e8 / P  # E_g vs P at fixed t: the same function of P t
             Ps = np.geomspace(tau[0], tau[-1], max(4, tau.size // 4 + 1)) / (lam_1 * t_fix)
-            E2 = [predict(lam, w2, int(round(Pp)), [t_fix], modes=False, tail_power=tail).generalization_error[0]
+            E2 = [predict(lam, w2, int(round(Pp)), [t_fix], tail_power=tail).generalization_error[0]
                   for Pp in Ps]
             add("E_g", "P", Ps, E2, f"t={t_fix:.3g}, N={N}+tail, sigma^2=0")
         if regime == "langevin" and want("variance_langevin"):
             N = _n_modes(tau[-1] ** q)
             lam, w2, tail = _task(N, a, b, lam_1, c)
-            v = predict(lam, w2, int(P), t, temperature=temperature, modes=False,
+            v = predict(lam, w2, int(P), t, temperature=temperature,
                         tail_power=tail).variance_langevin
             v = v + _langevin_tail(t, N, a, temperature, lam_1)
             add("variance_langevin", "t", t, v, f"P=1e8, N={N}+tail, T={temperature}")
@@ -599,7 +599,7 @@ def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = No
         N = _n_modes(hi, mult=30)
         lam, w2, tail = _task(N, a, b, lam_1, c)
         t = ks ** (1 + a) / (P * lam_1)
-        E = predict(lam, w2, int(P), t, modes=False, tail_power=tail).generalization_error
+        E = predict(lam, w2, int(P), t, tail_power=tail).generalization_error
         # an intermediate regime (corrections from both ends): the band spans the whole window
         add("E_g", "t", t, E, f"P={P:.3g}, N={N}+tail, sigma^2=0, k*={lo:.3g}..{hi:.3g}", decades=20.0)
     if regime == "data":
@@ -608,14 +608,14 @@ def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = No
         for P in Ps:
             N = _n_modes(P, mult=40, cap=_CAP_INF)
             lam, w2, tail = _task(N, a, b, lam_1, c)
-            E.append(predict(lam, w2, int(P), [np.inf], modes=False, tail_power=tail).generalization_error[0])
+            E.append(predict(lam, w2, int(P), [np.inf], tail_power=tail).generalization_error[0])
         add("E_g", "P", Ps, E, "t=inf, N=40P+tail, sigma^2=0, weight_decay=0")
     if regime == "model":
         Ns = np.unique(_p_grid(10, 1e4 if full else 1e3, 4).astype(int))
         E = []
         for N in Ns:
             lam, w2, tail = _task(int(N), a, b, lam_1, c)
-            E.append(predict(lam, w2, int(1e6 * N), [np.inf], modes=False, tail_power=tail)
+            E.append(predict(lam, w2, int(1e6 * N), [np.inf], tail_power=tail)
                      .generalization_error[0])
         add("E_g", "N", Ns, E, "t=inf, P=1e6 N, infinite teacher, sigma^2=0")
     if regime == "early_stopping" or (regime == "langevin" and (want("E_g*") or want("t*"))):
@@ -648,7 +648,7 @@ def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = No
 
             def f(u):
                 return math.log(predict(lam, w2, int(P), [np.inf], label_noise=label_noise,
-                                        weight_decay=math.exp(u), modes=False,
+                                        weight_decay=math.exp(u),
                                         tail_power=tail).generalization_error[0])
             r = minimize_scalar(f, bracket=(g - 2, g + 2), tol=1e-10)
             res.append((math.exp(r.x), math.exp(r.fun)))
@@ -670,7 +670,7 @@ def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = No
                 for P in Ps:
                     N = _n_modes(kstar(P), floor=5000, mult=100, cap=_CAP_INF)
                     lam, w2, tail = _task(N, a, b, lam_1, c)
-                    E.append(predict(lam, w2, int(P), [np.inf], modes=False, tail_power=tail, **kw)
+                    E.append(predict(lam, w2, int(P), [np.inf], tail_power=tail, **kw)
                              .generalization_error[0])
                 add("E_g", "P", Ps, E, ", ".join(f"{k}={v:g}" for k, v in kw.items()) + ", t=inf, N=100 k*+tail",
                     index=idx)
