@@ -83,9 +83,10 @@ def test_preset_composes_as_a_multirun(preset):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    from rfscaling.config import CONF_DIR
+    from rfscaling.config import CONF_DIR, register_configs
     from rfscaling.train import typed_config as settings_from_config
 
+    register_configs()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -107,8 +108,9 @@ def test_slurm_launcher_preset_composes():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from rfscaling.config import CONF_DIR
+    from rfscaling.config import CONF_DIR, register_configs
 
+    register_configs()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

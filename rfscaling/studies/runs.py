@@ -228,33 +228,30 @@ def curve_average(runs: "pd.DataFrame", curves: "pd.DataFrame", by: Sequence[str
         res["time_se"] = np.nanstd(times, axis=0, ddof=1) / math.sqrt(S) if S > 1 else np.full(n, np.nan)
         res["step"] = np.nanmean(np.stack([column(c, "step") for c in cs]), axis=0)
         for q in quantities:
-            v = np.stack([column(c, q) for c in cs])
-            th = np.stack([column(c, f"{q}_theory") for c in cs])
-            within = np.stack([column(c, f"{q}_se") for c in cs])
-            m = np.nanmean(v, axis=0)
-            if np.isfinite(within).all():
-                se = np.sqrt(np.sum(within**2, axis=0)) / S
-            elif S > 1:
-                se = np.nanstd(v, axis=0, ddof=1) / math.sqrt(S)
-            else:
-                se = np.full(n, np.nan)
-            dev = v - th
-            dm = np.nanmean(dev, axis=0)
-            if np.isfinite(within).all():
-                dse = se
-            elif S > 1:
-                dse = np.nanstd(dev, axis=0, ddof=1) / math.sqrt(S)
-            else:
-                dse = np.full(n, np.nan)
-            res[q] = m
-            res[f"{q}_se"] = se
-            res[f"{q}_theory"] = np.nanmean(th, axis=0)
-            res[f"{q}_dev"] = dm
-            res[f"{q}_dev_se"] = dse
-            with np.errstate(divide="ignore", invalid="ignore"):
-                res[f"{q}_z"] = dm / dse
+            res.update(_quantity_stats(q, *(np.stack([column(c, name) for c in cs])
+                                            for name in (q, f"{q}_theory", f"{q}_se"))))
         out.append(pd.DataFrame(res))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def _seed_se(x: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Standard error of the seed mean of ``x`` (S, n): from the runs' own standard errors when
+    they all have them (sqrt(sum se^2) / S, more degrees of freedom), else over seeds."""
+    S, n = x.shape
+    if np.isfinite(within).all():
+        return np.sqrt(np.sum(within**2, axis=0)) / S
+    return np.nanstd(x, axis=0, ddof=1) / math.sqrt(S) if S > 1 else np.full(n, np.nan)
+
+
+def _quantity_stats(q: str, v: np.ndarray, th: np.ndarray, within: np.ndarray) -> dict:
+    """The columns of quantity ``q`` (see :func:`curve_average`) from per-seed values ``v``,
+    theory ``th`` and within-run standard errors ``within``, each (S, n)."""
+    dm = np.nanmean(v - th, axis=0)
+    dse = _seed_se(v - th, within)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = dm / dse
+    return {q: np.nanmean(v, axis=0), f"{q}_se": _seed_se(v, within), f"{q}_theory": np.nanmean(th, axis=0),
+            f"{q}_dev": dm, f"{q}_dev_se": dse, f"{q}_z": z}
 
 
 def _loglog_interp(t_new: np.ndarray, t: np.ndarray, v: np.ndarray) -> np.ndarray:
