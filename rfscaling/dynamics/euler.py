@@ -232,8 +232,6 @@ class EulerDynamics(EnsembleReadout):
         D = data.n_datasets
         on_cpu = self._X.device.type == "cpu"  # a GPU wants the whole batch in one kernel
         self._block = D if self._noise > 0 or not on_cpu else max(1, min(D, _BLOCK_BYTES // max(per_dataset, 1)))
-        if max_stride < 1 or max_stride & (max_stride - 1):
-            raise ValueError(f"max_stride={max_stride}: must be a power of two >= 1")
         self.max_stride = int(max_stride)
         self.stride = 1
         self._power = self._sum_matrix = self._forcing = None
