@@ -189,7 +189,7 @@ def test_tensorboard_writer_started_early_is_stopped_when_the_setup_fails(tmp_pa
     def launch(self):
         launched.append(self)
         original(self)
-        assert self._proc is not None and self._proc.poll() is None  # running during the setup
+        assert self._proc is not None and self._proc.is_alive()  # running during the setup
 
     monkeypatch.setattr(TensorBoardHook, "launch", launch)
     spec = with_(_spec(), dt=1.0, tensorboard=True, patience=5)
@@ -199,7 +199,7 @@ def test_tensorboard_writer_started_early_is_stopped_when_the_setup_fails(tmp_pa
     assert hook._proc is None  # closed and waited for
     assert not list((tmp_path / "a").rglob("events.out.tfevents*"))
     s = train(with_(spec, dt=None), tmp_path / "b")  # and a run that goes through writes events
-    assert s["completed"] and list((tmp_path / "b" / "tensorboard").glob("events.out.tfevents*"))
+    assert s["completed"] and list((tmp_path / "b" / "tensorboard" / "experiment").glob("events.out.tfevents*"))
 
 
 @pytest.mark.parametrize("args, key", [
@@ -263,9 +263,11 @@ def test_divergence_stops_with_message_and_keeps_good_outputs(tmp_path, monkeypa
     assert s["divergence"]["step"] == div.step and s["stop_reason"] == msg
     assert not s["completed"] and not s["resumable"] and s["final"]["step"] == div.last_good_step
 
-    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(tmp_path / "tensorboard" / "experiment"), size_guidance={"scalars": 0})
     acc.Reload()  # flushed: every finite evaluation is in the event file
-    assert [e.step for e in acc.Scalars("E_g/empirical")] == list(range(len(rows)))
+    from rfscaling.hooks.tensorboard import time_steps
+
+    assert [e.step for e in acc.Scalars("curves/E_g")] == time_steps([float(r["time"]) for r in rows]).tolist()
     _no_temp_files(tmp_path)
 
 
@@ -406,9 +408,9 @@ def test_sigterm_flushes_tensorboard_and_exits_143(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: interrupted by SIGTERM") and "Traceback" not in err
     assert not (run_dir / "summary.json").exists()
     n = len(_rows(run_dir / "metrics.csv"))
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(run_dir / "tensorboard" / "experiment"), size_guidance={"scalars": 0})
     acc.Reload()
-    logged = len(acc.Scalars("E_g/empirical"))
+    logged = len(acc.Scalars("curves/E_g"))
     assert n - 1 <= logged <= n and logged >= 2  # the evaluation in flight may be missing
     assert load_checkpoint(run_dir / "checkpoints") is not None
     _no_temp_files(run_dir)
@@ -440,11 +442,11 @@ def test_sigint_closes_hooks_and_restores_handlers(tmp_path):
                 train(spec, tmp_path)
     assert exc.value.signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is before
     rows = _rows(tmp_path / "metrics.csv")
-    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(tmp_path / "tensorboard" / "experiment"), size_guidance={"scalars": 0})
     acc.Reload()
     handed = sizes[0] + sizes[1]  # the evaluations the hooks got before the interrupt
     assert len(sizes) == 3 and handed >= 3
-    assert len(rows) == handed and len(acc.Scalars("E_g/empirical")) == handed
+    assert len(rows) == handed and len(acc.Scalars("curves/E_g")) == handed
     _no_temp_files(tmp_path)
 
 

@@ -99,7 +99,7 @@ def test_preset_composes_as_a_multirun(preset):
     assert cfg.hydra.sweep.dir.startswith(f"runs/studies/{preset}/")
     assert "sweep_index" in cfg.hydra.callbacks
     s = settings_from_config(cfg)
-    assert s.threads == 1 and s.hooks.tensorboard is False
+    assert s.threads == 1 and s.hooks.tensorboard is (preset == "bias_variance")  # the others: too costly per job
     if preset == "bias_variance":
         assert s.dynamics.integrator == "euler"
 

@@ -98,7 +98,8 @@ def test_cli_two_value_multirun(tmp_path):
     p = _cli(["-m", *TINY, "data.P=16,24", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     dirs = sorted(d for d in sweep.iterdir() if d.is_dir())
-    assert [d.name for d in dirs] == ["0", "1"]
+    # job dirs: zero-padded job number, then the job's overrides (conf/train.yaml hydra.sweep.subdir)
+    assert [d.name.split(",")[0] for d in dirs] == ["000_data.P=16", "001_data.P=24"]
     Ps = []
     for d in dirs:
         assert (d / ".hydra" / "config.yaml").exists()

@@ -1,75 +1,181 @@
-"""TensorBoard hook: empirical curves overlaid on their DMFT predictions.
+"""TensorBoard hook: the experiment and the DMFT as two TensorBoard runs under the same tags.
 
-* Scalars ``<q>/empirical`` and ``<q>/theory`` for q in E_g, bias, variance, train_error, and a
-  custom-scalars layout (Multiline charts) that puts each pair on one chart;
-  the x-axis is the evaluation index (log-spaced times), ``time`` is logged as its own scalar.
-* An image ``modes/error`` at every evaluation: per-mode error against mode index, log-log,
-  empirical as points, theory as a line (frame drawn once with matplotlib Agg, data
-  rasterised with numpy).
-* Hyperparameters and final metrics through the hparams plugin at the end.
+Layout of ``<log_dir>`` (the app's ``<run dir>/tensorboard``; TensorBoard names each run by its
+path relative to ``--logdir``)::
 
-All writer work (the tensorboard and matplotlib imports, the event file, scalars, rendering
-and encoding the image, hparams, flush/close) runs in a separate child PROCESS, so that logging
-never competes with training for the GIL (on a thread it slowed a fast training loop by ~40 %).
-The child runs :mod:`rfscaling.hooks._tb_writer` by file path and imports neither torch nor the
-``rfscaling`` package: it writes the same events as ``torch.utils.tensorboard.SummaryWriter``
-did through tensorboard's own event-file writer, and is ready in about a second (~2.7 s with
-torch), which is what ``close`` waits for at the end of a short run.
-``on_start`` launches the child (or ``launch`` does, earlier) and returns at once (its imports
-run in parallel); ``on_eval``
-only copies a few floats and the per-mode arrays off the snapshot onto an in-process queue, and
-one feeder thread pickles them into the child's stdin (length-prefixed messages; a blocking pipe
-write releases the GIL). The child ignores SIGINT/SIGTERM (the parent decides) and flushes on
-a stop message or at EOF, so it also flushes if the parent dies. Everything accepted is on
-disk once :meth:`TensorBoardHook.close` returns: the end of a run calls it, and ``simulate``
-calls it when a run ends abnormally (divergence, an exception, SIGTERM/SIGINT). A failure of
-the writer process is raised as a RuntimeError by ``close``/``on_end`` (or by ``on_eval`` if
-the process has already exited).
+    <log_dir>/experiment/  curves/E_g, curves/bias, curves/variance, curves/train_error, time;
+                           image error_per_mode
+    <log_dir>/dmft/        the same scalars from the DMFT (no image)
+    <log_dir>/             the hparams session: hyperparameters, metric columns, and the
+                           single-number metrics hparam/E_g_early_stopped, ...
+
+* Every card overlays experiment and DMFT (two runs, two colours, named in the runs list and
+  the card's data table). TensorBoard expands the first two tag groups (sorted by name): the
+  learning curves (``curves/``), then the per-mode image; ``hparam/`` and ``time`` come after.
+* The x axis is a function of gradient-flow time shared by all runs, :func:`time_step`:
+  ``step = round(100 * log10(t / T_REF))`` with ``T_REF = 1e-3``: 100 steps per decade, step
+  300 is t = 1, 600 is t = 1000; read back ``t = 1e-3 * 10**(step / 100)`` (to 1.2 %). t = 0 is
+  step 0, 0 < t < 1.035e-3 step 1, t = inf (the Bayes posterior) step
+  :data:`INF_STEP`. Within a run, an evaluation whose step would not exceed the previous one's
+  (times within 2.3 % of each other, or several below T_REF) gets the previous step + 1
+  (:func:`time_steps`), so no point replaces another; the ``time`` scalar holds the exact t.
+* The image ``error_per_mode`` (per-mode error against mode index, log-log, experiment as
+  points, DMFT as a line; matplotlib Agg) at no more than ``max_images`` = 10 evaluations,
+  chosen log-evenly in time, t = 0 and the last included (:func:`image_indices`; TensorBoard
+  keeps 10 images per tag and run unless started with ``--samples_per_plugin images=N``).
+* HParams: the run's hyperparameters (``dynamics.name``, ``dynamics.temperature``,
+  ``dynamics.weight_decay``, ``data.P``, ``model.N`` displayed by default) and the metric
+  columns E_g final (experiment, DMFT), early-stopped E_g next to the DMFT optimum, their
+  times, train error final (experiment, DMFT). The final values are the last points of the
+  experiment and dmft runs' own ``curves/`` scalars; the others are scalars ``hparam/...`` of
+  the session run, so no metric adds a card to the experiment or dmft runs.
+
+All writing happens in a separate process (``multiprocessing`` spawn context, fed through a
+bounded ``multiprocessing.Queue``; :mod:`rfscaling.hooks.tb_writer`, run by file path, imports
+neither torch nor ``rfscaling`` and writes with ``tensorboardX``), so that logging never
+competes with training for the GIL (on a thread it slowed a fast training loop by ~40 %).
+``launch`` (or ``on_start``) starts it and returns at once; the child is ready after ~0.7 s.
+``on_eval`` copies a few floats (and, for an image, the per-mode arrays) onto the queue.
+
+Guarantees: everything accepted is on disk once :meth:`TensorBoardHook.close` returns; the end
+of a run calls it, and ``simulate`` calls it when a run ends abnormally (divergence, an
+exception, SIGTERM/SIGINT), as does ``atexit`` for a hook left open. The writer ignores SIGINT
+and SIGTERM (the parent decides when to stop) and, if the parent dies, flushes what reached it.
+A failure of the writer process is raised as a RuntimeError by ``close``/``on_end`` (or by
+``on_eval`` once the process has exited). A writer stuck for ``close_timeout_s`` (e.g. on a hung
+filesystem), at ``close`` or with its queue full during the run, is killed and reported instead
+of hanging the run.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
+import multiprocessing
 import os
-import pickle
 import queue
-import subprocess
+import runpy
+import signal
 import sys
-import tempfile
-import threading
 import time as _time
-from typing import Any, BinaryIO, Mapping, Optional
+import types
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from rfscaling.hooks import _tb_writer
-from rfscaling.hooks._tb_writer import (  # noqa: F401  the writer process's code, shared with it
-    _HEADER,
-    LAYOUT,
-    QUANTITIES,
-    _Eval,
-    _HParams,
-    _ImageData,
-    _ModeErrors,
-    _ModeFrame,
-    _read_message,
-    _Renderer,
-    _writer_main,
-)
+from rfscaling.hooks import tb_names  # noqa: F401  registers the run-directory resolvers of conf/train.yaml
+from rfscaling.hooks import tb_writer
+from rfscaling.hooks.tb_writer import DMFT_RUN, EXPERIMENT_RUN, IMAGE_TAG, QUANTITIES, TAGS, TIME_TAG
 from rfscaling.run.hook import HookBase
 from rfscaling.run.records import RunInfo, RunSummary, Snapshot, StopRequest
 
-__all__ = ["TensorBoardHook", "QUANTITIES"]
+__all__ = ["TensorBoardHook", "QUANTITIES", "T_REF", "STEPS_PER_DECADE", "INF_STEP", "MAX_IMAGES",
+           "SHOWN_HPARAMS", "time_step", "time_steps", "image_indices", "step_time",
+           "EXPERIMENT_RUN", "DMFT_RUN", "IMAGE_TAG", "TAGS", "TIME_TAG"]
 
-_STOP = object()  # sentinel on the parent's queue: send "stop", then the feeder exits
-# The child runs rfscaling/hooks/_tb_writer.py BY PATH (runpy), so that no package __init__
-# (rfscaling.hooks imports torch) and nothing of torch is imported there. SIGINT and SIGTERM are
-# ignored before the imports: a Ctrl-C (or a SIGTERM) to the process group must not kill the
-# writer before the parent has told it to flush.
-_CHILD_CODE = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-               "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-               f"import runpy, sys; runpy.run_path(sys.argv[1], run_name={_tb_writer.CHILD_RUN_NAME!r})")
+#: Reference time of the step axis: round(100 log10(t / T_REF)) is 0 at t = T_REF (steps of t > 0
+#: are at least 1; step 0 is t = 0).
+T_REF = 1e-3
+STEPS_PER_DECADE = 100
+#: Step of t = inf (the Bayes posterior's single evaluation): as if t = 1e12.
+INF_STEP = 1500
+#: Images per run (TensorBoard's default keeps 10 per tag; ``--samples_per_plugin images=N``).
+MAX_IMAGES = 10
+#: Hyperparameters the HParams dashboard shows by default (marked ``differs``; it shows five).
+SHOWN_HPARAMS = ("dynamics.name", "dynamics.temperature", "dynamics.weight_decay", "data.P", "model.N")
+#: extra_metrics keys (the early-stopping hook's) -> hparams metric tags
+_EXTRA_NAMES = {"E_g": "E_g_early_stopped", "stopping_time": "t_early_stopped"}
+#: column titles of the hparams metrics (others: the tag without "hparam/")
+_DISPLAY = {"hparam/E_g_early_stopped": "E_g early-stopped", "hparam/E_g_optimum_dmft": "E_g optimum (DMFT)",
+            "hparam/t_early_stopped": "t early-stopped", "hparam/t_optimum_dmft": "t optimum (DMFT)"}
+
+
+def time_step(t: float) -> int:
+    """The TensorBoard step of gradient-flow time ``t``: ``round(100 log10(t / 1e-3))``, at least
+    1 for t > 0; 0 for t = 0; :data:`INF_STEP` for t = inf."""
+    t = float(t)
+    if t == 0.0:
+        return 0
+    if t == math.inf:
+        return INF_STEP
+    if not t > 0.0:
+        raise ValueError(f"t={t}: a time must be >= 0")
+    return max(1, int(round(STEPS_PER_DECADE * math.log10(t / T_REF))))
+
+
+def step_time(step: int) -> float:
+    """The time a step stands for, ``1e-3 * 10**(step / 100)`` (to 1.2 %; step 0 is t = 0, step 1
+    also any t below 1.035e-3; the ``time`` scalar has the exact value)."""
+    return T_REF * 10.0 ** (step / STEPS_PER_DECADE)
+
+
+def time_steps(times) -> np.ndarray:
+    """Steps of a run's evaluation times (non-decreasing): :func:`time_step` of each, but where
+    that would not exceed the previous evaluation's step, the previous step + 1 (strictly
+    increasing, so no evaluation replaces another in TensorBoard)."""
+    out = np.empty(len(times), dtype=np.int64)
+    prev = -1
+    for i, t in enumerate(times):
+        s = time_step(t)
+        if s <= prev:
+            s = prev + 1
+        out[i] = prev = s
+    return out
+
+
+def image_indices(times, every: int = 1, max_images: int = MAX_IMAGES) -> list[int]:
+    """The evaluations that get an image: of those whose index is a multiple of ``every``, all if
+    there are at most ``max_images``, else t = 0 (when evaluated) and the rest picked log-evenly
+    in time: for targets evenly spaced in log t between the first and last positive time, the
+    nearest evaluation not yet taken. Sorted."""
+    times = np.asarray(times, dtype=np.float64)
+    cand = list(range(0, len(times), max(1, int(every))))
+    if len(cand) <= max_images or max_images <= 0:
+        return cand if max_images > 0 else []
+    chosen = [i for i in cand if times[i] == 0][:1]
+    pos = [i for i in cand if 0 < times[i] < math.inf]
+    k = max_images - len(chosen)
+    if pos and k > 0:
+        logt = np.log10(times[pos])
+        left = list(range(len(pos)))
+        for target in np.linspace(logt[-1], logt[0], k)[::-1]:  # k = 1: the last
+            j = min(left, key=lambda m: abs(logt[m] - target))
+            left.remove(j)
+            chosen.append(pos[j])
+    return sorted(chosen)
+
+
+@contextlib.contextmanager
+def _plain_spawn():
+    """Start a spawn child as if from a plain interpreter.
+
+    * A spawn child re-imports the parent's ``__main__`` module before running its target
+      (multiprocessing's "safe importing of the main module"); for ``python -m rfscaling.train``
+      that is the whole app, torch and Hydra (~1.7 s before the writer could start). The writer
+      needs nothing from it (its code runs by file path), so an empty module stands in for
+      ``__main__`` while the child starts.
+    * The child also sets the parent's global start method; in a joblib (loky) worker, where
+      Hydra's joblib launcher runs a sweep's jobs, that is "loky", unknown to a fresh
+      interpreter (the child would fail with "cannot find context for 'loky'"): such a method
+      is replaced by "spawn" while the child starts.
+
+    Both are restored as soon as ``Process.start`` returns."""
+    main = sys.modules.get("__main__")
+    method = multiprocessing.get_start_method(allow_none=True)
+    foreign = method not in (None, *multiprocessing.get_all_start_methods())
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    if foreign:
+        multiprocessing.set_start_method("spawn", force=True)
+    try:
+        yield
+    finally:
+        if foreign:
+            multiprocessing.set_start_method(method, force=True)
+        if main is None:
+            del sys.modules["__main__"]
+        else:
+            sys.modules["__main__"] = main
 
 
 def _hparam_value(v: Any):
@@ -78,97 +184,112 @@ def _hparam_value(v: Any):
     return str(v)
 
 
+def _finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
 class TensorBoardHook(HookBase):
     queue_size = 64  # messages the writer may fall behind before on_eval waits (bounded memory)
-    close_timeout_s = 120.0  # a writer stuck longer at close (e.g. a hung filesystem) is killed
+    close_timeout_s = 120.0  # a writer stuck longer (e.g. a hung filesystem) is killed
+    worker_file = tb_writer.__file__  # what the writer process runs (by path)
 
     def __init__(self, log_dir: str | os.PathLike, hparams: Mapping[str, Any] | None = None,
-                 image_every: int = 1, extra_metrics: Optional[callable] = None) -> None:
+                 image_every: int = 1, extra_metrics: Optional[Callable[[], dict]] = None,
+                 max_images: int = MAX_IMAGES) -> None:
         self.log_dir = str(log_dir)
-        self.hparams = {k: _hparam_value(v) for k, v in (hparams or {}).items()}
+        self.hparams = {k: _hparam_value(v) for k, v in (hparams or {}).items() if v is not None}
         self.image_every = max(1, int(image_every))
-        self.extra_metrics = extra_metrics  # () -> dict of final metrics for the hparams table
-        self._renderer = _Renderer()
-        self._proc: Optional[subprocess.Popen] = None  # the writer process
-        self._stderr: Optional[BinaryIO] = None  # its stderr (a temporary file): the error line
-        self._queue: Optional[queue.Queue] = None
-        self._feeder: Optional[threading.Thread] = None
+        self.max_images = max(0, int(max_images))
+        self.extra_metrics = extra_metrics  # () -> dict of final metrics (early stopping) for HParams
+        self._proc: Optional[multiprocessing.process.BaseProcess] = None  # the writer process
+        self._queue = None  # multiprocessing.Queue to it
+        self._status = None  # multiprocessing.SimpleQueue from it: its error line or None
         self._stop_sent = False
         self._failure: Optional[str] = None  # the writer process's failure, once known
-        self._feed_error: Optional[BaseException] = None  # a message that could not be pickled
         self._reported = False  # the failure was raised by on_eval already
         self._started = False  # on_start has sent "start" to the running process
+        self._steps = np.zeros(0, dtype=np.int64)
+        self._images: frozenset = frozenset()
+        self._ylim = None
+        self._theory_optimum: Optional[tuple[float, float]] = None
+        self._has_theory = False
+        self._renderer = None
 
     # -- training thread -------------------------------------------------------------------
     def launch(self) -> None:
-        """Start the writer process now, ahead of ``on_start``: its ~1 s of imports then overlap
-        the caller's setup (drawing data, the theory) instead of being waited for by ``close``
-        at the end of a short run. Writes nothing until ``on_start``; ``close`` stops it."""
+        """Start the writer process now, ahead of ``on_start``: its imports then overlap the
+        caller's setup (drawing data, the theory) instead of being waited for by ``close`` at
+        the end of a short run. Writes nothing until ``on_start``; ``close`` stops it."""
         if self._proc is None:
             self._spawn()
 
     def on_start(self, info: RunInfo) -> None:
         if self._started:
             self.close()  # a previous run of this hook
-        self.eigenvalues = np.asarray(info.eigenvalues)
-        purge = info.start_index if info.start_index > 0 else None
-        th = info.theory.mode_error if info.theory is not None else None
-        th = None if th is None else np.array(th, copy=True)
-        self._renderer = _Renderer(th)  # mode_image builds the same frame as the writer, lazily
+        times = np.asarray(info.eval_times, dtype=np.float64)
+        self._steps = time_steps(times)
+        self._images = frozenset(image_indices(times, self.image_every, self.max_images))
+        th = info.theory
+        self._has_theory = th is not None
+        self._ylim = tb_writer.theory_ylim(None if th is None else th.mode_error)
+        self._renderer = None
+        self._theory_optimum = None
+        if th is not None:
+            eg = np.asarray(th.generalization_error, dtype=np.float64)
+            if np.isfinite(eg).any():
+                j = int(np.nanargmin(eg))
+                self._theory_optimum = (float(eg[j]), float(np.asarray(th.times)[j]))
+        purge = int(self._steps[info.start_index]) if 0 < info.start_index < len(self._steps) else None
         if self._proc is None:
             self._spawn()
         self._started = True
-        self._queue.put(("start", {"log_dir": os.path.abspath(self.log_dir), "purge_step": purge,
-                                   "theory_modes": th}))
+        self._put(("start", {"log_dir": os.path.abspath(self.log_dir), "purge_step": purge, "ylim": self._ylim}))
 
     def _spawn(self) -> None:
-        """The writer process and its feeder thread; the first message it gets is "start"."""
-        self._failure, self._feed_error, self._reported, self._stop_sent = None, None, False, False
-        env = dict(os.environ)
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[var] = "1"  # the writer does no numerical work worth a thread pool
-        self._stderr = tempfile.TemporaryFile(prefix="rfscaling-tb-")
-        try:
-            self._proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, os.path.abspath(_tb_writer.__file__)],
-                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                          env=env, start_new_session=True)  # Ctrl-C is for the parent
-        except BaseException:
-            self._stderr.close()
-            self._stderr = None
-            raise
-        self._queue = queue.Queue(maxsize=self.queue_size)
-        self._feeder = threading.Thread(target=self._feed, args=(self._queue, self._proc.stdin), daemon=True,
-                                        name=f"TensorBoardHook({self.log_dir})")
-        self._feeder.start()
+        """The writer process, its message queue and its status queue."""
+        self._failure, self._reported, self._stop_sent = None, False, False
+        ctx = multiprocessing.get_context("spawn")
+        self._queue = ctx.Queue(self.queue_size)
+        self._status = ctx.SimpleQueue()
+        self._proc = ctx.Process(
+            target=runpy.run_path, args=(str(self.worker_file),),
+            kwargs={"init_globals": {"MESSAGES": self._queue, "STATUS": self._status},
+                    "run_name": tb_writer.RUN_NAME},
+            name=f"TensorBoardHook({self.log_dir})", daemon=True)
+        with _plain_spawn():
+            self._proc.start()
+        atexit.register(self._close_at_exit)
+
+    def _step(self, snapshot: Snapshot) -> int:
+        i = int(snapshot.index)
+        return int(self._steps[i]) if 0 <= i < len(self._steps) else time_step(snapshot.time)
 
     def on_eval(self, snapshot: Snapshot) -> Optional[StopRequest]:
         proc = self._proc
         if proc is None or not self._started:
             raise RuntimeError("TensorBoardHook.on_eval called before on_start (or after close)")
-        if self._failure is None and proc.poll() is not None:  # exited before being told to stop
-            self._failure = self._failure_message(proc.returncode)
+        if self._failure is None and proc.exitcode is not None:  # exited before being told to stop
+            self._failure = self._failure_message(proc.exitcode)
         if self._failure is not None:
             self._reported = True
             raise RuntimeError(self._failure)
-        i = int(snapshot.index)
         m, th = snapshot.metrics, snapshot.theory
-        emp = {"E_g": m.generalization_error, "bias": m.bias, "variance": m.variance, "train_error": m.train_error}
-        thv = {} if th is None else {"E_g": th.generalization_error, "bias": th.bias, "variance": th.variance,
-                                     "train_error": th.train_error}
-        scalars = []
-        for q in QUANTITIES:
-            if math.isfinite(emp[q]):
-                scalars.append((f"{q}/empirical", float(emp[q])))
-            if q in thv and math.isfinite(thv[q]):
-                scalars.append((f"{q}/theory", float(thv[q])))
-        if math.isfinite(m.generalization_error_se):
-            scalars.append(("E_g/lower", float(m.generalization_error - m.generalization_error_se)))
-            scalars.append(("E_g/upper", float(m.generalization_error + m.generalization_error_se)))
-        if math.isfinite(snapshot.time):
-            scalars.append(("time", float(snapshot.time)))
-        image = _ImageData.of(snapshot) if i % self.image_every == 0 else None
-        if not self._put(("eval", _Eval(i, tuple(scalars), image)), _time.monotonic() + self.close_timeout_s) \
-                and self._feeder.is_alive():  # full for that long: the writer is stuck
+        t = float(snapshot.time)
+        exp = [(TAGS[q], float(v)) for q, v in zip(QUANTITIES, (m.generalization_error, m.bias, m.variance,
+                                                                 m.train_error)) if math.isfinite(v)]
+        dmft = [] if th is None else [
+            (TAGS[q], float(v)) for q, v in zip(QUANTITIES, (th.generalization_error, th.bias, th.variance,
+                                                             th.train_error)) if math.isfinite(v)]
+        if math.isfinite(t):
+            exp.append((TIME_TAG, t))
+            if dmft:
+                dmft.append((TIME_TAG, t))
+        image = None
+        if int(snapshot.index) in self._images:
+            th_modes = None if th is None or th.mode_error is None else np.array(th.mode_error, dtype=np.float64)
+            image = (t, np.array(m.mode_error, dtype=np.float64), th_modes)
+        if not self._put(("eval", self._step(snapshot), tuple(exp), tuple(dmft), image),
+                         _time.monotonic() + self.close_timeout_s) and proc.exitcode is None:
             self._failure = (f"TensorBoardHook({self.log_dir}): the writer process took no message for "
                              f"{self.close_timeout_s:g} s (stuck, e.g. on a hung filesystem)")
             self._reported = True
@@ -182,14 +303,8 @@ class TensorBoardHook(HookBase):
             self.close()
             return
         try:
-            m = summary.final.metrics
-            metrics = {"hparam/E_g_final": m.generalization_error, "hparam/train_error_final": m.train_error}
-            if self.extra_metrics is not None:  # reads other hooks' state: here, not in the writer
-                metrics.update({f"hparam/{k}": float(v) for k, v in self.extra_metrics().items()
-                                if v is not None and isinstance(v, (int, float)) and math.isfinite(v)})
-            metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
             if self.hparams and not self._stop_sent:
-                self._put(("hparams", _HParams(dict(self.hparams), metrics)))
+                self._put(("hparams", *self._hparams_message(summary)))
         except BaseException:
             with contextlib.suppress(Exception):
                 self.close()
@@ -197,6 +312,37 @@ class TensorBoardHook(HookBase):
         failure = self._shutdown()
         if failure is not None:  # the hparams were not written: say so even if on_eval did before
             raise RuntimeError(failure)
+
+    def _hparams_message(self, summary: RunSummary) -> tuple:
+        """(hparams, metric columns, hparams-run scalars, step, status, shown) for the writer."""
+        final = summary.final
+        metrics = [(EXPERIMENT_RUN, TAGS["E_g"], "E_g final")]
+        if self._has_theory:
+            metrics.append((DMFT_RUN, TAGS["E_g"], "E_g final (DMFT)"))
+        scalars = []
+        extra = dict(self.extra_metrics() or {}) if self.extra_metrics is not None else {}
+        values = {}
+        for k, v in extra.items():
+            if _finite(v) and not isinstance(v, bool):
+                values[f"hparam/{_EXTRA_NAMES.get(k, k)}"] = float(v)
+        if self._theory_optimum is not None:
+            values["hparam/E_g_optimum_dmft"], values["hparam/t_optimum_dmft"] = self._theory_optimum
+        order = ["hparam/E_g_early_stopped", "hparam/E_g_optimum_dmft", "hparam/t_early_stopped",
+                 "hparam/t_optimum_dmft"]
+        for tag in order + sorted(set(values) - set(order)):
+            if tag in values:
+                scalars.append((tag, values[tag]))
+                metrics.append(("", tag, _DISPLAY.get(tag, tag[len("hparam/"):])))
+        metrics.append((EXPERIMENT_RUN, TAGS["train_error"], "train error final"))
+        if self._has_theory:
+            metrics.append((DMFT_RUN, TAGS["train_error"], "train error final (DMFT)"))
+        if summary.completed:
+            status = "STATUS_SUCCESS"
+        elif summary.resumable:
+            status = "STATUS_RUNNING"
+        else:
+            status = "STATUS_FAILURE"
+        return dict(self.hparams), metrics, tuple(scalars), self._step(final), status, SHOWN_HPARAMS
 
     def close(self) -> None:
         """Send everything queued so far to the writer process, which writes, flushes and closes;
@@ -209,115 +355,75 @@ class TensorBoardHook(HookBase):
 
     # -- either thread -----------------------------------------------------------------------
     def mode_image(self, snapshot: Snapshot) -> np.ndarray:
-        """RGB array (H, W, 3) uint8: per-mode error vs mode index, log-log, empirical as
-        points, DMFT as a line; the time is in the title.
-
-        Takes a :class:`Snapshot` or the copy of its per-mode errors that ``on_eval`` sends.
-        The frame (axes, ticks, labels, legend) is drawn once with matplotlib; each evaluation
-        copies it and rasterises the points and the line with numpy into the axes' pixel box,
-        and pastes the title from a cache of pre-rendered glyphs (~0.3 ms; matplotlib blitting
-        took ~4-20 ms). After ``on_start`` the frame's limits come from the DMFT per-mode errors
-        of the run, as in the writer process, so the same snapshots give the same pixels as
-        the images on disk. The frame is rebuilt only when the data leave its limits.
-        """
-        return self._renderer.render(snapshot)
+        """RGB array (H, W, 3) uint8, the image ``on_eval`` has written for this snapshot (same
+        frame: after ``on_start`` the y limits come from the run's DMFT per-mode errors)."""
+        if self._renderer is None:
+            self._renderer = tb_writer.ModeImage(self._ylim)
+        th = snapshot.theory
+        return self._renderer.render(float(snapshot.time), np.asarray(snapshot.metrics.mode_error, dtype=np.float64),
+                                     None if th is None or th.mode_error is None else np.asarray(th.mode_error))
 
     # -- internals ---------------------------------------------------------------------------
+    def _close_at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
     def _shutdown(self) -> Optional[str]:
-        """Stop the feeder and the writer process, wait for both; the failure message or None.
-        Interrupted (a signal during the wait), it can be called again and resumes."""
+        """Stop the writer process and wait for it; the failure message or None. Interrupted
+        (a signal during the wait), it can be called again and resumes."""
         proc = self._proc
         if proc is None:
             return None
         deadline = _time.monotonic() + self.close_timeout_s
-        if not self._stop_sent:
-            self._stop_sent = self._put(_STOP, deadline)
-        self._feeder.join(max(0.0, deadline - _time.monotonic()))
-        stuck = self._feeder.is_alive()
-        if not stuck:
-            with contextlib.suppress(OSError, ValueError):  # BrokenPipeError: the child has exited
-                proc.stdin.close()
-            try:
-                rc = proc.wait(max(0.0, deadline - _time.monotonic()))
-            except subprocess.TimeoutExpired:
-                stuck = True
+        if not self._stop_sent and proc.exitcode is None:
+            self._stop_sent = self._put(("stop",), deadline)
+        proc.join(max(0.0, deadline - _time.monotonic()))
         failure = self._failure
-        if stuck:  # the pipe breaks with the kill, so the feeder drops the rest and ends
+        killed = proc.exitcode is None
+        if killed:
             proc.kill()
-            rc = proc.wait()
-            if not self._stop_sent:
-                self._queue.put(_STOP)
-                self._stop_sent = True
-            self._feeder.join()
-            with contextlib.suppress(OSError, ValueError):
-                proc.stdin.close()
+            proc.join()
             failure = failure or (f"TensorBoardHook({self.log_dir}): the writer process did not finish within "
                                   f"{self.close_timeout_s:g} s of the end of the run and was killed; events not "
                                   "yet flushed are missing")
-        if failure is None and rc != 0:
-            failure = self._failure_message(rc)
-        if failure is None and self._feed_error is not None:
-            failure = f"TensorBoardHook({self.log_dir}): the writer process failed: not sent: {self._feed_error!r}"
-        with contextlib.suppress(OSError):
-            self._stderr.close()
-        self._proc = self._stderr = self._queue = self._feeder = None
+        if failure is None and proc.exitcode != 0:
+            failure = self._failure_message(proc.exitcode)
+        q = self._queue
+        q.close()
+        if killed or proc.exitcode != 0 or not self._stop_sent:
+            q.cancel_join_thread()  # nobody reads what may be left: do not wait for it at exit
+        else:
+            q.join_thread()
+        with contextlib.suppress(Exception):
+            self._status.close()
+        atexit.unregister(self._close_at_exit)
+        self._proc = self._queue = self._status = None
         self._failure, self._started = None, False
         return failure
 
-    def _failure_message(self, returncode: int) -> str:
-        """The writer process's first error line (``error: ...``), else its last line of stderr."""
-        text = ""
-        with contextlib.suppress(OSError, ValueError):
-            self._stderr.flush()
-            self._stderr.seek(0)
-            text = self._stderr.read().decode("utf-8", "replace")
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        errors = [ln for ln in lines if ln.startswith("error: ")]
-        if errors:
-            why = errors[0][len("error: "):]
-        elif lines:
-            why = f"{lines[-1]} (exit status {returncode})"
-        else:
-            why = f"exit status {returncode}" + (" (exited before being told to stop)" if returncode == 0 else "")
+    def _failure_message(self, exitcode: int) -> str:
+        """The writer process's error line, else how it ended."""
+        why = None
+        with contextlib.suppress(Exception):
+            if not self._status.empty():
+                why = self._status.get()
+        if why is None:
+            if exitcode < 0:
+                with contextlib.suppress(ValueError):
+                    why = f"killed by {signal.Signals(-exitcode).name}"
+            why = why or f"exit status {exitcode}" + (" (exited before being told to stop)" if exitcode == 0 else "")
         return f"TensorBoardHook({self.log_dir}): the writer process failed: {why}"
 
     def _put(self, item, deadline: Optional[float] = None) -> bool:
         """Queue ``item``; waits while the writer is ``queue_size`` messages behind (back-pressure
-        instead of unbounded memory), never on a feeder that has stopped, nor past ``deadline``
+        instead of unbounded memory), never on a process that has exited, nor past ``deadline``
         (``time.monotonic``). Whether it was queued."""
         while True:
             try:
                 self._queue.put(item, timeout=0.5)
                 return True
             except queue.Full:
-                if self._feeder is None or not self._feeder.is_alive():
+                if self._proc is None or self._proc.exitcode is not None:
                     return False  # nothing drains the queue any more; close() reports the failure
                 if deadline is not None and _time.monotonic() > deadline:
                     return False
-
-    def _feed(self, q: queue.Queue, pipe: BinaryIO) -> None:
-        """Feeder thread: pickle queued messages into the child's stdin until the stop sentinel.
-        Once the pipe is broken (the child has exited) the rest is drained and dropped."""
-        broken = False
-        while True:
-            items = [q.get()]
-            with contextlib.suppress(queue.Empty):
-                while items[-1] is not _STOP:
-                    items.append(q.get_nowait())
-            if not broken:
-                try:
-                    for item in items:
-                        try:
-                            data = pickle.dumps(("stop", None) if item is _STOP else item,
-                                                protocol=pickle.HIGHEST_PROTOCOL)
-                        except Exception as e:  # noqa: BLE001  reported by close
-                            if self._feed_error is None:
-                                self._feed_error = e
-                            continue
-                        pipe.write(_HEADER.pack(len(data)))
-                        pipe.write(data)
-                    pipe.flush()
-                except (OSError, ValueError):  # BrokenPipeError: the child's failure is its exit status
-                    broken = True
-            if items[-1] is _STOP:
-                return
