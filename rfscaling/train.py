@@ -5,7 +5,7 @@
     python -m rfscaling.train -m data.P=64,128,256              # multirun sweep
     rfscaling-train hydra.run.dir=runs/my_run hooks.checkpoint.enabled=true   # resumable
 
-Each run directory (``runs/<date>/<time>-train`` or ``hydra.run.dir``) holds ``.hydra/``,
+Each run directory (``runs/<date>/<time>_<dynamics>_P<P>_N<N>`` or ``hydra.run.dir``) holds ``.hydra/``,
 ``metrics.csv`` (time, step, E_g, E_g_theory, bias, bias_theory, variance, variance_theory,
 train_error, train_error_theory), ``modes.npz``, ``summary.json``, ``tensorboard/`` (when
 ``hooks.tensorboard=true``) and ``checkpoints/`` (when ``hooks.checkpoint.enabled=true``).

@@ -64,7 +64,6 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from rfscaling.hooks import tb_names  # noqa: F401  registers the run-directory resolvers of conf/train.yaml
 from rfscaling.hooks import tb_writer
 from rfscaling.hooks.tb_writer import DMFT_RUN, EXPERIMENT_RUN, IMAGE_TAG, QUANTITIES, TAGS, TIME_TAG
 from rfscaling.run.hook import HookBase

@@ -14,9 +14,10 @@ A sweep job's directory is then ``<sweep dir>/<zpad job>_<override_dirname>``, e
 in ``hydra.job.config.override_dirname.exclude_keys``), and a single run's
 ``runs/<date>/<time>_<dynamics>_P<P>_N<N>``.
 
-Registered when this module is imported, i.e. when ``rfscaling.train`` is (it imports the hooks),
-before Hydra resolves the run directory: in the app's own process and in every launcher's job
-process (which unpickles the app's task function from ``rfscaling.train``).
+Registered when this module is imported, i.e. with ``rfscaling.studies``: Hydra imports that
+package to instantiate the sweep-index callback of conf/train.yaml, and ``rfscaling.train``
+imports it, so the resolvers exist before Hydra resolves a run directory, in the app's own
+process and in every launcher's job process.
 """
 
 from __future__ import annotations
