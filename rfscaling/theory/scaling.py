@@ -96,36 +96,38 @@ def _check_ab(alpha, beta):
     return alpha, beta
 
 
-def predicted_exponents(alpha: float, beta: float, regime: str | None = None) -> list[ScalingLaw]:
-    """Derived scaling laws for lam_k ∝ k^-(1+alpha), lam_k E[wstar_k^2] ∝ k^-(1+beta).
+_SAT = " (log correction at beta = 2(1+alpha))"
+_KSTAR = "k*(t) = (P lam_1 t)^(1/(1+alpha))"
 
-    ``regime``: one of :data:`REGIMES`, or None for all. Derivations: docs/theory.md, section 8.
-    b' = min(beta, 2(1+alpha)) is the saturated source exponent of the ridge-type estimators
-    (ridge/ridgeless, Bayes posterior); gradient flow at finite time does not saturate.
-    """
-    a, b = _check_ab(alpha, beta)
-    bs = min(b, 2.0 * (1.0 + a))
-    sat = " (log correction at beta = 2(1+alpha))"
-    q = 1.0 / (1.0 + a)
-    kstar = "k*(t) = (P lam_1 t)^(1/(1+alpha))"
-    laws = [
+
+def _gradient_flow_laws(a, b):
+    """Noiseless laws: the time-, data- and model-limited regimes."""
+    bs, q = min(b, 2.0 * (1.0 + a)), 1.0 / (1.0 + a)
+    return [
         ScalingLaw("time", "E_g", "t", -b * q, "-beta/(1+alpha)",
-                   f"noiseless gradient flow, {kstar} << min(P, N); if beta > 2(1+alpha) also "
+                   f"noiseless gradient flow, {_KSTAR} << min(P, N); if beta > 2(1+alpha) also "
                    "k* << P^(1/(beta-1-2alpha))",
                    "E_g -> c Gamma(beta/(1+alpha))/(1+alpha) (2 P lam_1 t)^(-beta/(1+alpha))"),
         ScalingLaw("time", "E_g", "P", -b * q, "-beta/(1+alpha)",
-                   f"noiseless gradient flow at fixed t, {kstar} << min(P, N) (and as above)",
+                   f"noiseless gradient flow at fixed t, {_KSTAR} << min(P, N) (and as above)",
                    "E_g depends on P and t only through P t"),
         ScalingLaw("time_saturated", "E_g", "t", -(1.0 + 2.0 * a) * q, "-(1+2alpha)/(1+alpha)",
                    "noiseless gradient flow, beta > 2(1+alpha), P^(1/(beta-1-2alpha)) << k*(t) << P",
                    "finite-P 'kick' of the top modes frozen into the unlearned ones: "
                    "(S_W/P) lam_1^2 q Gamma(2-q) (2 P lam_1 t)^(q-2), S_W = sum_i W_i/lam_i"),
         ScalingLaw("data", "E_g", "P", -bs, "-min(beta, 2(1+alpha))",
-                   "noiseless, t = inf (ridgeless interpolant), N = inf" + sat,
+                   "noiseless, t = inf (ridgeless interpolant), N = inf" + _SAT,
                    "kappa_0 ∝ P^-(1+alpha); bias kappa_0^2 sum lam W/(lam+kappa_0)^2 saturates at kappa_0^2"),
         ScalingLaw("model", "E_g", "N", -b, "-beta",
                    "P -> inf and t -> inf (P >> N): only the unrepresentable tail remains",
                    "E_g -> c N^-beta / beta (Hurwitz zeta)"),
+    ]
+
+
+def _noisy_laws(a, b):
+    """Laws with label noise, weight decay or temperature: optimal stopping, ridge, Bayes, Langevin."""
+    bs, q = min(b, 2.0 * (1.0 + a)), 1.0 / (1.0 + a)
+    return [
         ScalingLaw("early_stopping", "E_g*", "P", -b / (1.0 + b), "-beta/(1+beta)",
                    "label noise sigma^2 > 0, gradient flow stopped at the optimal time, N = inf",
                    "bias k*^-beta vs variance sigma^2 k*/P; no saturation"),
@@ -133,12 +135,12 @@ def predicted_exponents(alpha: float, beta: float, regime: str | None = None) ->
                    "as above; t* ∝ sigma^(-2(1+alpha)/(1+beta))",
                    "beta = alpha: t* -> (c/lam_1)(1-q) 2^(q-2) / (sigma^2 (1 - 2^(q-1))), q = 1/(1+alpha)"),
         ScalingLaw("ridge_optimal", "E_g*", "P", -bs / (1.0 + bs), "-b'/(1+b'), b' = min(beta, 2(1+alpha))",
-                   "label noise sigma^2 > 0, t = inf, weight decay tuned per P" + sat),
+                   "label noise sigma^2 > 0, t = inf, weight decay tuned per P" + _SAT),
         ScalingLaw("ridge_optimal", "lambda*", "P", (bs - a) / (1.0 + bs), "(b'-alpha)/(1+b')",
                    "summed loss: weight decay lambda = P x (per-sample ridge)",
                    "beta = alpha: lambda* = sigma^2 lam_1 / c exactly (Bayes-optimal ridge)"),
         ScalingLaw("ridge_fixed", "E_g", "P", -bs * q, "-b'/(1+alpha)",
-                   "noiseless, fixed weight decay lambda > 0, t = inf" + sat),
+                   "noiseless, fixed weight decay lambda > 0, t = inf" + _SAT),
         ScalingLaw("ridge_fixed", "E_g", "P", -min(bs, a) * q, "-min(b', alpha)/(1+alpha)",
                    "label noise sigma^2 > 0, fixed lambda > 0, t = inf",
                    "variance sigma^2 k*/P with k* = (P/lambda)^(1/(1+alpha))"),
@@ -147,7 +149,7 @@ def predicted_exponents(alpha: float, beta: float, regime: str | None = None) ->
                    "posterior variance (T/lambda) sum lam_k kappa/(lam_k+kappa) ∝ kappa^(alpha/(1+alpha)); "
                    "matched prior (beta = alpha, T/lambda = c/lam_1, sigma^2 = T): E_g = 2 x error of the posterior mean"),
         ScalingLaw("langevin", "variance_langevin", "t", q, "1/(1+alpha)",
-                   f"weight decay 0, temperature T, {kstar} << min(P, N)",
+                   f"weight decay 0, temperature T, {_KSTAR} << min(P, N)",
                    "-> (T/P) Gamma(1-q) (2 P lam_1 t)^q, q = 1/(1+alpha)"),
         ScalingLaw("langevin", "variance_langevin", "P", q - 1.0, "-alpha/(1+alpha)",
                    "as above, at fixed t"),
@@ -156,6 +158,12 @@ def predicted_exponents(alpha: float, beta: float, regime: str | None = None) ->
                    "beta = alpha: E_g* -> Gamma(1-q) c^q (1-q)^(q-1) (T/P)^(1-q)"),
         ScalingLaw("langevin", "t*", "P", (a - b) / (1.0 + b), "(alpha-beta)/(1+beta)",
                    "as above", "beta = alpha: t* -> (c/lam_1) alpha / (2 (1+alpha) T), independent of P"),
+    ]
+
+
+def _compute_laws(a, b):
+    """Compute-optimal frontiers: at fixed P, and optimised over P too."""
+    return [
         ScalingLaw("compute", "E_g", "f", -b / (2.0 + a), "-beta/(2+alpha)",
                    "noiseless gradient flow at fixed P, frontier over N and t, 1 << N* << P; "
                    "if beta > 2(1+alpha) also N* << P^(1/(beta-1-2alpha))",
@@ -170,6 +178,17 @@ def predicted_exponents(alpha: float, beta: float, regime: str | None = None) ->
         ScalingLaw("compute_global", "P*", "f", 1.0 / (3.0 + a), "1/(3+alpha)", "as above"),
         ScalingLaw("compute_global", "t*", "f", a / (3.0 + a), "alpha/(3+alpha)", "as above"),
     ]
+
+
+def predicted_exponents(alpha: float, beta: float, regime: str | None = None) -> list[ScalingLaw]:
+    """Derived scaling laws for lam_k ∝ k^-(1+alpha), lam_k E[wstar_k^2] ∝ k^-(1+beta).
+
+    ``regime``: one of :data:`REGIMES`, or None for all. Derivations: docs/theory.md, section 8.
+    b' = min(beta, 2(1+alpha)) is the saturated source exponent of the ridge-type estimators
+    (ridge/ridgeless, Bayes posterior); gradient flow at finite time does not saturate.
+    """
+    a, b = _check_ab(alpha, beta)
+    laws = _gradient_flow_laws(a, b) + _noisy_laws(a, b) + _compute_laws(a, b)   # in REGIMES order
     if regime is None:
         return laws
     if regime not in REGIMES:
@@ -309,6 +328,23 @@ def fit_power_law(x, y, sigma=None, *, method: str = "auto", x_range=None, level
     x_range : (lo, hi) inclusive fit range in x; None means all points.
     level : confidence level of the interval (ols, bootstrap).
     """
+    x, y, s = _usable_points(x, y, sigma, x_range)
+    if not 0 < level < 1:
+        raise ValueError(f"level={level}: must be in (0, 1)")
+    lx, ly = np.log(x), np.log(y)
+    xr = (float(x[0]), float(x[-1]))
+    if method == "auto":
+        method = "ols"
+    if method == "local":
+        return _fit_local(lx, ly, xr, asymptote, decades, atol)
+    if method not in ("ols", "bootstrap"):
+        raise ValueError(f"method={method!r}: must be 'ols', 'bootstrap', 'local' or 'auto'")
+    sl = None if s is None else s / y            # standard error of log y
+    return _fit_log_linear(lx, ly, sl, xr, method, level, absolute_sigma, n_boot, rng)
+
+
+def _usable_points(x, y, sigma, x_range):
+    """Finite positive points (with sigma > 0 where given) inside x_range, sorted by x; >= 3 of them."""
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
@@ -325,62 +361,58 @@ def fit_power_law(x, y, sigma=None, *, method: str = "auto", x_range=None, level
     order = np.argsort(x)
     x, y = x[order], y[order]
     s = None if s is None else s[order]
-    n = x.size
-    if n < 3:
-        raise ValueError(f"fit_power_law: need at least 3 usable points, got {n}")
-    if not 0 < level < 1:
-        raise ValueError(f"level={level}: must be in (0, 1)")
-    lx, ly = np.log(x), np.log(y)
-    xr = (float(x[0]), float(x[-1]))
-    if method == "auto":
-        method = "ols"
-    if method == "local":
-        return _fit_local(lx, ly, xr, asymptote, decades, atol)
-    if method not in ("ols", "bootstrap"):
-        raise ValueError(f"method={method!r}: must be 'ols', 'bootstrap', 'local' or 'auto'")
+    if x.size < 3:
+        raise ValueError(f"fit_power_law: need at least 3 usable points, got {x.size}")
+    return x, y, s
 
+
+def _wls(X, w, Y):
+    """Weighted least-squares coefficients of Y (a vector, or one column per refit) on X."""
+    XtW = X.T * w
+    return np.linalg.solve(XtW @ X, XtW @ Y)
+
+
+def _fit_log_linear(lx, ly, sl, xr, method, level, absolute_sigma, n_boot, rng):
+    """Methods 'ols' and 'bootstrap': (weighted, by sl^-2) least squares of log y on log x."""
+    n = lx.size
     X = np.stack([np.ones(n), lx], axis=1)
-    sl = None if s is None else s / y            # standard error of log y
     w = np.ones(n) if sl is None else 1.0 / sl**2
-
-    def solve(Y):
-        XtW = X.T * w
-        return np.linalg.solve(XtW @ X, XtW @ Y)
-
-    coef = solve(ly)
+    coef = _wls(X, w, ly)
     resid = ly - X @ coef
-    dof = n - 2
-    chi2 = float(np.sum(w * resid**2))
-    cov0 = np.linalg.inv((X.T * w) @ X)
+    cov, q, chi2_dof = _ols_covariance(X, w, resid, sl is None, absolute_sigma, level)
     p = -float(coef[1])
     A = float(np.exp(coef[0]))
-    if sl is None:
-        s2 = chi2 / dof if dof > 0 else np.nan
-        cov, q = cov0 * s2, stats.t.ppf(0.5 + level / 2, dof)
-        chi2_dof = float("nan")
-    else:
-        chi2_dof = chi2 / dof if dof > 0 else float("nan")
-        if absolute_sigma:
-            cov, q = cov0, stats.norm.ppf(0.5 + level / 2)
-        else:
-            cov, q = cov0 * chi2_dof, stats.t.ppf(0.5 + level / 2, dof)
-    se = float(np.sqrt(cov[1, 1]))
     if method == "ols":
+        se = float(np.sqrt(cov[1, 1]))
         return PowerLawFit(p, A, (p - q * se, p + q * se), se, "ols", level, n, xr, chi2_dof)
-
-    rng = np.random.default_rng(rng)
-    fit_y = X @ coef
-    if sl is None:
-        r = resid * np.sqrt(n / dof)
-        Yb = fit_y[None, :] + r[rng.integers(0, n, size=(n_boot, n))]
-    else:
-        Yb = fit_y[None, :] + sl[None, :] * rng.standard_normal((n_boot, n))
-    XtW = X.T * w
-    coefs = np.linalg.solve(XtW @ X, XtW @ Yb.T)   # (2, n_boot)
-    pb = -coefs[1]
+    pb = -_wls(X, w, _bootstrap_samples(X @ coef, resid, sl, n_boot, rng).T)[1]
     lo, hi = np.quantile(pb, [0.5 - level / 2, 0.5 + level / 2])
     return PowerLawFit(p, A, (float(lo), float(hi)), float(pb.std(ddof=1)), "bootstrap", level, n, xr,
                        chi2_dof)
+
+
+def _ols_covariance(X, w, resid, unweighted, absolute_sigma, level):
+    """Coefficient covariance, the interval's quantile and chi^2/dof (nan when unweighted)."""
+    dof = X.shape[0] - 2
+    chi2 = float(np.sum(w * resid**2))
+    cov0 = np.linalg.inv((X.T * w) @ X)
+    if unweighted:      # scatter estimated from the residuals: Student t
+        s2 = chi2 / dof if dof > 0 else np.nan
+        return cov0 * s2, stats.t.ppf(0.5 + level / 2, dof), float("nan")
+    chi2_dof = chi2 / dof if dof > 0 else float("nan")
+    if absolute_sigma:  # errors taken as known: normal quantile
+        return cov0, stats.norm.ppf(0.5 + level / 2), chi2_dof
+    return cov0 * chi2_dof, stats.t.ppf(0.5 + level / 2, dof), chi2_dof
+
+
+def _bootstrap_samples(fit_y, resid, sl, n_boot, rng):
+    """(n_boot, n) resampled log y: parametric with errors sl, else residuals inflated by sqrt(n/dof)."""
+    rng = np.random.default_rng(rng)
+    n = fit_y.size
+    if sl is None:
+        r = resid * np.sqrt(n / (n - 2))
+        return fit_y[None, :] + r[rng.integers(0, n, size=(n_boot, n))]
+    return fit_y[None, :] + sl[None, :] * rng.standard_normal((n_boot, n))
 
 
 def _fit_local(lx, ly, xr, asymptote, decades, atol):
@@ -496,6 +528,239 @@ def _optimal_stop(lam, w2, P, tail, t_guess, span=30.0, per_decade=16, alpha=Non
     return _refine_min(np.log(t), np.log(E))
 
 
+def _p_max(kstar_of_p, hi, mult, cap):
+    """Largest P <= hi whose k* keeps mult * k* <= cap."""
+    P = hi
+    while mult * kstar_of_p(P) > cap and P > 1e3:
+        P /= 10.0
+    return P
+
+
+@dataclass
+class _Run:
+    """One :func:`measure` call: its settings, derived constants and the measurements so far."""
+
+    regime: str
+    a: float
+    b: float
+    full: bool
+    quantity: str | None
+    label_noise: float
+    weight_decay: float
+    temperature: float
+    lam_1: float
+    c: float
+    out: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.decades = 2.0 if self.full else 1.0
+        self.bs = min(self.b, 2 * (1 + self.a))
+        self.q = 1.0 / (1.0 + self.a)
+        self.E0 = self.c * float(_zeta(1.0 + self.b))     # E_g(0) of the infinite teacher
+
+    def want(self, y):
+        return self.quantity is None or self.quantity == y
+
+    def task(self, N):
+        return _task(N, self.a, self.b, self.lam_1, self.c)
+
+    def add(self, y, x, xs, ys, setting, index=0, **fit_kw):
+        """Fit ys(xs) (E_g points below the precision floor dropped) and pair it with its law."""
+        law = _law(self.a, self.b, self.regime, y, x, index)
+        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+        if y.startswith("E_g"):
+            keep = ys >= PRECISION_FLOOR * self.E0
+            if keep.sum() < 3:
+                raise RangeUnavailable(f"{self.regime}: {y} falls below the precision floor "
+                                       f"{PRECISION_FLOOR:g} E_g(0) within the range")
+            xs, ys = xs[keep], ys[keep]
+        fit_kw.setdefault("decades", self.decades)
+        fit = fit_power_law(xs, ys, method="local", **fit_kw)
+        self.out.append(Measurement(self.regime, law, np.asarray(xs, float), np.asarray(ys, float), fit, setting))
+
+
+def _tau_grid(r):
+    """P lam_1 t = tau over 3 (quick) or 4 (full) decades -> (tau, P, t); k* = tau^q << P and << N."""
+    a, b, q = r.a, r.b, r.q
+    tau_hi = 1e5 if r.full else 1e4
+    if r.regime == "time":   # stay above the precision floor: c Gamma(bq) q (2 tau)^(-bq) >= 10 floor E0
+        tau_hi = min(tau_hi, 0.5 * (r.c * _gamma(b * q) * q / (10 * PRECISION_FLOOR * r.E0)) ** (1 / (b * q)))
+        if tau_hi < 10**2.5:
+            raise RangeUnavailable(f"time: E_g reaches the precision floor before k* = {tau_hi ** q:.3g}")
+    tau = np.geomspace(10, tau_hi, int(round(4 * np.log10(tau_hi / 10))) + 1)
+    P = 1e8
+    # for beta > 2(1+alpha) also k* << P^(1/(beta-1-2alpha)) (regime "time_saturated" beyond)
+    if r.regime == "time" and b > 2 * (1 + a):
+        P = max(P, float(30.0 * tau[-1] ** q) ** (b - 1 - 2 * a))
+    return tau, P, tau / (P * r.lam_1)
+
+
+def _measure_time(r):
+    """E_g of noiseless gradient flow against t (P = 1e8), and against P at fixed t."""
+    tau, P, t = _tau_grid(r)
+    if not r.want("E_g"):
+        return
+    N = _n_modes(tau[-1] ** r.q)
+    lam, w2, tail = r.task(N)
+    E = predict(lam, w2, int(P), t, tail_power=tail).generalization_error
+    r.add("E_g", "t", t, E, f"P={P:.3g}, N={N}+tail, sigma^2=0")
+    t_fix = 1e-4 * 1e8 / P  # E_g vs P at fixed t: the same function of P t
+    Ps = np.geomspace(tau[0], tau[-1], max(4, tau.size // 4 + 1)) / (r.lam_1 * t_fix)
+    E2 = [predict(lam, w2, int(round(Pp)), [t_fix], tail_power=tail).generalization_error[0]
+          for Pp in Ps]
+    r.add("E_g", "P", Ps, E2, f"t={t_fix:.3g}, N={N}+tail, sigma^2=0")
+
+
+def _saturated_window(r):
+    """(P, lo, hi): 3 P^(1/(beta-1-2alpha)) <= k* <= min(1e-3 P, 1e3 (3e3 full), precision floor),
+    for the P in 1e4..1e12 with the widest window (kick term >> time term; k*/P corrections <= 1e-3)."""
+    a, b, q = r.a, r.b, r.q
+    s_w = r.c * float(_zeta(b - 1 - 2 * a)) / r.lam_1**2
+    best = None
+    for P in 10.0 ** np.arange(4, 13):
+        lo = 3.0 * P ** (1.0 / (b - 1 - 2 * a))
+        k_floor = (0.5 * (s_w * r.lam_1**2 * q * _gamma(2 - q) / (P * 10 * PRECISION_FLOOR * r.E0))
+                   ** (1 / (2 - q))) ** q
+        hi = min(1e-3 * P, 3e3 if r.full else 1e3, k_floor)
+        if best is None or hi / lo > best[2] / best[1]:
+            best = (P, lo, hi)
+    return best
+
+
+def _measure_time_saturated(r):
+    """E_g against t where the finite-P kick dominates (beta > 2(1+alpha) only)."""
+    if r.b <= 2 * (1 + r.a):
+        return                      # no such regime
+    P, lo, hi = _saturated_window(r)
+    if hi < 4 * lo:
+        raise RangeUnavailable(f"time_saturated: no clean window for beta={r.b} (best P={P:g}: "
+                               f"k* from {lo:.3g} to {hi:.3g})")
+    ks = np.geomspace(lo, hi, int(np.log10(hi / lo) * 6) + 1)
+    N = _n_modes(hi, mult=30)
+    lam, w2, tail = r.task(N)
+    t = ks ** (1 + r.a) / (P * r.lam_1)
+    E = predict(lam, w2, int(P), t, tail_power=tail).generalization_error
+    # an intermediate regime (corrections from both ends): the band spans the whole window
+    r.add("E_g", "t", t, E, f"P={P:.3g}, N={N}+tail, sigma^2=0, k*={lo:.3g}..{hi:.3g}", decades=20.0)
+
+
+def _measure_data(r):
+    """Ridgeless (t = inf) E_g against P, N = inf emulated by N = 40 P."""
+    Ps = np.unique(_p_grid(30, 1e4 if r.full else 3e3, 4).astype(int))
+    E = []
+    for P in Ps:
+        lam, w2, tail = r.task(_n_modes(P, mult=40, cap=_CAP_INF))
+        E.append(predict(lam, w2, int(P), [np.inf], tail_power=tail).generalization_error[0])
+    r.add("E_g", "P", Ps, E, "t=inf, N=40P+tail, sigma^2=0, weight_decay=0")
+
+
+def _measure_model(r):
+    """E_g against N at t = inf and P = 1e6 N."""
+    Ns = np.unique(_p_grid(10, 1e4 if r.full else 1e3, 4).astype(int))
+    E = []
+    for N in Ns:
+        lam, w2, tail = r.task(int(N))
+        E.append(predict(lam, w2, int(1e6 * N), [np.inf], tail_power=tail)
+                 .generalization_error[0])
+    r.add("E_g", "N", Ns, E, "t=inf, P=1e6 N, infinite teacher, sigma^2=0")
+
+
+def _measure_optimal_stop(r):
+    """E_g* and t* of gradient flow with label noise (early_stopping) or of Langevin dynamics."""
+    a, b = r.a, r.b
+    noisy = r.regime == "early_stopping"
+    level = r.label_noise if noisy else r.temperature
+    kw = dict(label_noise=r.label_noise) if noisy else dict(temperature=r.temperature)
+    kstar = lambda P: (P / level) ** (1.0 / (1.0 + b))  # noqa: E731
+    Ps = _p_grid(1e3, _p_max(kstar, 1e7 if r.full else 1e5, 10, _CAP_TIME))
+    res = []
+    for P in Ps:
+        # N = 10 k*: the truncation is a fixed fraction of k*, so it shifts prefactors, not exponents
+        lam, w2, tail = r.task(_n_modes(kstar(P), floor=2000, mult=10))
+        t_guess = P ** ((a - b) / (1 + b)) / level ** ((1 + a) / (1 + b)) / r.lam_1
+        res.append(_optimal_stop(lam, w2, int(P), tail, t_guess, alpha=a, lam_1=r.lam_1, **kw))
+    res = np.array(res)
+    what = f"sigma^2={r.label_noise}" if noisy else f"T={r.temperature}, weight_decay=0"
+    if r.want("E_g*"):
+        r.add("E_g*", "P", Ps, res[:, 1], f"{what}, N=10 k*+tail, optimal t")
+    if r.want("t*"):
+        r.add("t*", "P", Ps, res[:, 0], f"{what}, N=10 k*+tail", atol=1e-3)
+
+
+def _measure_langevin(r):
+    """Langevin variance against t, then the optimal stop (E_g*, t*) against P."""
+    if r.want("variance_langevin"):
+        tau, P, t = _tau_grid(r)
+        N = _n_modes(tau[-1] ** r.q)
+        lam, w2, tail = r.task(N)
+        v = predict(lam, w2, int(P), t, temperature=r.temperature, tail_power=tail).variance_langevin
+        v = v + _langevin_tail(t, N, r.a, r.temperature, r.lam_1)
+        r.add("variance_langevin", "t", t, v, f"P=1e8, N={N}+tail, T={r.temperature}")
+    if r.want("E_g*") or r.want("t*"):
+        _measure_optimal_stop(r)
+
+
+def _optimal_ridge(lam, w2, P, tail, label_noise, guess):
+    """(lambda*, E_g*) at t = inf, minimising log E_g over log lambda from a bracket around ``guess``."""
+    def f(u):
+        return math.log(predict(lam, w2, int(P), [np.inf], label_noise=label_noise,
+                                weight_decay=math.exp(u),
+                                tail_power=tail).generalization_error[0])
+    best = minimize_scalar(f, bracket=(guess - 2, guess + 2), tol=1e-10)
+    return math.exp(best.x), math.exp(best.fun)
+
+
+def _measure_ridge_optimal(r):
+    """E_g* and lambda* of tuned ridge against P (t = inf, label noise)."""
+    a, bs, noise = r.a, r.bs, r.label_noise
+    kstar = lambda P: (P / noise) ** (1.0 / (1.0 + bs))  # noqa: E731
+    Ps = _p_grid(1e3, _p_max(kstar, 1e7 if r.full else 1e5, 100, _CAP_INF))
+    res = []
+    for P in Ps:
+        lam, w2, tail = r.task(_n_modes(kstar(P), floor=5000, mult=100, cap=_CAP_INF))
+        g = math.log(P ** ((bs - a) / (1 + bs)) * noise ** ((1 + a) / (1 + bs)) * r.lam_1 / r.c)
+        res.append(_optimal_ridge(lam, w2, P, tail, noise, g))
+    res = np.array(res)
+    if r.want("E_g*"):
+        r.add("E_g*", "P", Ps, res[:, 1], f"sigma^2={noise}, t=inf, N=100 k*+tail, optimal lambda")
+    if r.want("lambda*"):
+        r.add("lambda*", "P", Ps, res[:, 0], f"sigma^2={noise}, t=inf", atol=1e-3)
+
+
+def _measure_fixed_penalty(r):
+    """E_g at fixed weight decay, t = inf: ridge (noiseless, then noisy) or Bayes posterior samples."""
+    if not r.want("E_g"):
+        return
+    kstar = lambda P: (P / r.weight_decay) ** r.q  # noqa: E731
+    Ps = _p_grid(1e3, _p_max(kstar, 1e7 if r.full else 1e5, 100, _CAP_INF), 2)
+    settings = ([(0, dict(label_noise=0.0, weight_decay=r.weight_decay)),
+                 (1, dict(label_noise=r.label_noise, weight_decay=r.weight_decay))]
+                if r.regime == "ridge_fixed" else
+                [(0, dict(label_noise=0.0, weight_decay=r.weight_decay, temperature=r.temperature))])
+    for idx, kw in settings:
+        E = []
+        for P in Ps:
+            lam, w2, tail = r.task(_n_modes(kstar(P), floor=5000, mult=100, cap=_CAP_INF))
+            E.append(predict(lam, w2, int(P), [np.inf], tail_power=tail, **kw)
+                     .generalization_error[0])
+        r.add("E_g", "P", Ps, E, ", ".join(f"{k}={v:g}" for k, v in kw.items()) + ", t=inf, N=100 k*+tail",
+              index=idx)
+
+
+#: The regimes measure() covers (all but the compute ones), each with the function that fills a _Run.
+_MEASURE = {
+    "time": _measure_time,
+    "time_saturated": _measure_time_saturated,
+    "data": _measure_data,
+    "model": _measure_model,
+    "early_stopping": _measure_optimal_stop,
+    "ridge_optimal": _measure_ridge_optimal,
+    "ridge_fixed": _measure_fixed_penalty,
+    "bayes": _measure_fixed_penalty,
+    "langevin": _measure_langevin,
+}
+
+
 def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = None, size: str = "quick",
             label_noise: float = 1.0, weight_decay: float = 1.0, temperature: float = 1.0,
             lam_1: float = 1.0, c: float = 1.0) -> list[Measurement]:
@@ -516,165 +781,9 @@ def measure(regime: str, alpha: float, beta: float, *, quantity: str | None = No
                          "use rfscaling.theory.frontier for the compute regimes")
     if size not in ("quick", "full"):
         raise ValueError(f"size={size!r}: must be 'quick' or 'full'")
-    full = size == "full"
-    decades = 2.0 if full else 1.0
-    bs = min(b, 2 * (1 + a))
-    q = 1.0 / (1.0 + a)
-    out: list[Measurement] = []
-
-    def want(y):
-        return quantity is None or quantity == y
-
-    E0 = c * float(_zeta(1.0 + b))     # E_g(0) of the infinite teacher
-
-    def add(y, x, xs, ys, setting, index=0, **fit_kw):
-        law = _law(a, b, regime, y, x, index)
-        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
-        if y.startswith("E_g"):
-            keep = ys >= PRECISION_FLOOR * E0
-            if keep.sum() < 3:
-                raise RangeUnavailable(f"{regime}: {y} falls below the precision floor "
-                                       f"{PRECISION_FLOOR:g} E_g(0) within the range")
-            xs, ys = xs[keep], ys[keep]
-        fit_kw.setdefault("decades", decades)
-        fit = fit_power_law(xs, ys, method="local", **fit_kw)
-        out.append(Measurement(regime, law, np.asarray(xs, float), np.asarray(ys, float), fit, setting))
-
-    def p_max(kstar_of_p, hi, mult, cap):
-        """Largest P <= hi whose k* keeps mult * k* <= cap."""
-        P = hi
-        while mult * kstar_of_p(P) > cap and P > 1e3:
-            P /= 10.0
-        return P
-
-    if regime in ("time", "langevin"):
-        # P lam_1 t = tau over 3 (quick) or 4 (full) decades; k* = tau^q << P and << N; for
-        # beta > 2(1+alpha) also k* << P^(1/(beta-1-2alpha)) (regime "time_saturated" beyond)
-        tau_hi = 1e5 if full else 1e4
-        if regime == "time":   # stay above the precision floor: c Gamma(bq) q (2 tau)^(-bq) >= 10 floor E0
-            tau_hi = min(tau_hi, 0.5 * (c * _gamma(b * q) * q / (10 * PRECISION_FLOOR * E0)) ** (1 / (b * q)))
-            if tau_hi < 10**2.5:
-                raise RangeUnavailable(f"time: E_g reaches the precision floor before k* = {tau_hi ** q:.3g}")
-        tau = np.geomspace(10, tau_hi, int(round(4 * np.log10(tau_hi / 10))) + 1)
-        P = 1e8
-        if regime == "time" and b > 2 * (1 + a):
-            P = max(P, float(30.0 * tau[-1] ** q) ** (b - 1 - 2 * a))
-        t = tau / (P * lam_1)
-        if regime == "time" and want("E_g"):
-            N = _n_modes(tau[-1] ** q)
-            lam, w2, tail = _task(N, a, b, lam_1, c)
-            E = predict(lam, w2, int(P), t, tail_power=tail).generalization_error
-            add("E_g", "t", t, E, f"P={P:.3g}, N={N}+tail, sigma^2=0")
-            t_fix = 1e-4 * 1e8 / P  # E_g vs P at fixed t: the same function of P t
-            Ps = np.geomspace(tau[0], tau[-1], max(4, tau.size // 4 + 1)) / (lam_1 * t_fix)
-            E2 = [predict(lam, w2, int(round(Pp)), [t_fix], tail_power=tail).generalization_error[0]
-                  for Pp in Ps]
-            add("E_g", "P", Ps, E2, f"t={t_fix:.3g}, N={N}+tail, sigma^2=0")
-        if regime == "langevin" and want("variance_langevin"):
-            N = _n_modes(tau[-1] ** q)
-            lam, w2, tail = _task(N, a, b, lam_1, c)
-            v = predict(lam, w2, int(P), t, temperature=temperature,
-                        tail_power=tail).variance_langevin
-            v = v + _langevin_tail(t, N, a, temperature, lam_1)
-            add("variance_langevin", "t", t, v, f"P=1e8, N={N}+tail, T={temperature}")
-    if regime == "time_saturated":
-        if b <= 2 * (1 + a):
-            return out                      # no such regime
-        # window 3 P^(1/(beta-1-2alpha)) <= k* <= min(1e-3 P, 1e3 (3e3 full), precision floor)
-        # (kick term >> time term; k*/P corrections <= 1e-3); choose the P with the widest window
-        s_w = c * float(_zeta(b - 1 - 2 * a)) / lam_1**2
-        best = None
-        for P in 10.0 ** np.arange(4, 13):
-            lo = 3.0 * P ** (1.0 / (b - 1 - 2 * a))
-            k_floor = (0.5 * (s_w * lam_1**2 * q * _gamma(2 - q) / (P * 10 * PRECISION_FLOOR * E0))
-                       ** (1 / (2 - q))) ** q
-            hi = min(1e-3 * P, 3e3 if full else 1e3, k_floor)
-            if best is None or hi / lo > best[2] / best[1]:
-                best = (P, lo, hi)
-        P, lo, hi = best
-        if hi < 4 * lo:
-            raise RangeUnavailable(f"time_saturated: no clean window for beta={b} (best P={P:g}: "
-                                   f"k* from {lo:.3g} to {hi:.3g})")
-        ks = np.geomspace(lo, hi, int(np.log10(hi / lo) * 6) + 1)
-        N = _n_modes(hi, mult=30)
-        lam, w2, tail = _task(N, a, b, lam_1, c)
-        t = ks ** (1 + a) / (P * lam_1)
-        E = predict(lam, w2, int(P), t, tail_power=tail).generalization_error
-        # an intermediate regime (corrections from both ends): the band spans the whole window
-        add("E_g", "t", t, E, f"P={P:.3g}, N={N}+tail, sigma^2=0, k*={lo:.3g}..{hi:.3g}", decades=20.0)
-    if regime == "data":
-        Ps = np.unique(_p_grid(30, 1e4 if full else 3e3, 4).astype(int))
-        E = []
-        for P in Ps:
-            N = _n_modes(P, mult=40, cap=_CAP_INF)
-            lam, w2, tail = _task(N, a, b, lam_1, c)
-            E.append(predict(lam, w2, int(P), [np.inf], tail_power=tail).generalization_error[0])
-        add("E_g", "P", Ps, E, "t=inf, N=40P+tail, sigma^2=0, weight_decay=0")
-    if regime == "model":
-        Ns = np.unique(_p_grid(10, 1e4 if full else 1e3, 4).astype(int))
-        E = []
-        for N in Ns:
-            lam, w2, tail = _task(int(N), a, b, lam_1, c)
-            E.append(predict(lam, w2, int(1e6 * N), [np.inf], tail_power=tail)
-                     .generalization_error[0])
-        add("E_g", "N", Ns, E, "t=inf, P=1e6 N, infinite teacher, sigma^2=0")
-    if regime == "early_stopping" or (regime == "langevin" and (want("E_g*") or want("t*"))):
-        noisy = regime == "early_stopping"
-        level = label_noise if noisy else temperature
-        kw = dict(label_noise=label_noise) if noisy else dict(temperature=temperature)
-        kstar = lambda P: (P / level) ** (1.0 / (1.0 + b))  # noqa: E731
-        Ps = _p_grid(1e3, p_max(kstar, 1e7 if full else 1e5, 10, _CAP_TIME))
-        res = []
-        for P in Ps:
-            # N = 10 k*: the truncation is a fixed fraction of k*, so it shifts prefactors, not exponents
-            N = _n_modes(kstar(P), floor=2000, mult=10)
-            lam, w2, tail = _task(N, a, b, lam_1, c)
-            t_guess = P ** ((a - b) / (1 + b)) / level ** ((1 + a) / (1 + b)) / lam_1
-            res.append(_optimal_stop(lam, w2, int(P), tail, t_guess, alpha=a, lam_1=lam_1, **kw))
-        res = np.array(res)
-        what = f"sigma^2={label_noise}" if noisy else f"T={temperature}, weight_decay=0"
-        if want("E_g*"):
-            add("E_g*", "P", Ps, res[:, 1], f"{what}, N=10 k*+tail, optimal t")
-        if want("t*"):
-            add("t*", "P", Ps, res[:, 0], f"{what}, N=10 k*+tail", atol=1e-3)
-    if regime == "ridge_optimal":
-        kstar = lambda P: (P / label_noise) ** (1.0 / (1.0 + bs))  # noqa: E731
-        Ps = _p_grid(1e3, p_max(kstar, 1e7 if full else 1e5, 100, _CAP_INF))
-        res = []
-        for P in Ps:
-            N = _n_modes(kstar(P), floor=5000, mult=100, cap=_CAP_INF)
-            lam, w2, tail = _task(N, a, b, lam_1, c)
-            g = math.log(P ** ((bs - a) / (1 + bs)) * label_noise ** ((1 + a) / (1 + bs)) * lam_1 / c)
-
-            def f(u):
-                return math.log(predict(lam, w2, int(P), [np.inf], label_noise=label_noise,
-                                        weight_decay=math.exp(u),
-                                        tail_power=tail).generalization_error[0])
-            r = minimize_scalar(f, bracket=(g - 2, g + 2), tol=1e-10)
-            res.append((math.exp(r.x), math.exp(r.fun)))
-        res = np.array(res)
-        if want("E_g*"):
-            add("E_g*", "P", Ps, res[:, 1], f"sigma^2={label_noise}, t=inf, N=100 k*+tail, optimal lambda")
-        if want("lambda*"):
-            add("lambda*", "P", Ps, res[:, 0], f"sigma^2={label_noise}, t=inf", atol=1e-3)
-    if regime in ("ridge_fixed", "bayes"):
-        kstar = lambda P: (P / weight_decay) ** q  # noqa: E731
-        Ps = _p_grid(1e3, p_max(kstar, 1e7 if full else 1e5, 100, _CAP_INF), 2)
-        settings = ([(0, dict(label_noise=0.0, weight_decay=weight_decay)),
-                     (1, dict(label_noise=label_noise, weight_decay=weight_decay))]
-                    if regime == "ridge_fixed" else
-                    [(0, dict(label_noise=0.0, weight_decay=weight_decay, temperature=temperature))])
-        if want("E_g"):
-            for idx, kw in settings:
-                E = []
-                for P in Ps:
-                    N = _n_modes(kstar(P), floor=5000, mult=100, cap=_CAP_INF)
-                    lam, w2, tail = _task(N, a, b, lam_1, c)
-                    E.append(predict(lam, w2, int(P), [np.inf], tail_power=tail, **kw)
-                             .generalization_error[0])
-                add("E_g", "P", Ps, E, ", ".join(f"{k}={v:g}" for k, v in kw.items()) + ", t=inf, N=100 k*+tail",
-                    index=idx)
-    return out
+    run = _Run(regime, a, b, size == "full", quantity, label_noise, weight_decay, temperature, lam_1, c)
+    _MEASURE[regime](run)
+    return run.out
 
 
 def exponent_table(alpha: float, beta: float, *, size: str = "quick", regimes=None, **kw):
