@@ -230,10 +230,11 @@ class HooksConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata=NOT_RESULT)
     budget: BudgetConfig = field(default_factory=BudgetConfig, metadata=NOT_RESULT)
-    # more hooks: registered names (rfscaling/hooks/registry.py) or "package.module:factory",
-    # built after the default ones; options.<name>: keyword arguments of that hook's factory
-    extra: List[str] = field(default_factory=list, metadata=NOT_RESULT)
-    options: Dict[str, Any] = field(default_factory=dict, metadata=NOT_RESULT)
+    # more hooks: registered names (rfscaling/hooks/registry.py) or "package.module:factory";
+    # options.<name>: keyword arguments of that hook's factory. Part of the run identity: a
+    # hook may stop a run.
+    extra: List[str] = field(default_factory=list)
+    options: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _int("hooks.image_every", self.image_every, 1)

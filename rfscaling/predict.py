@@ -95,10 +95,7 @@ def compute(s: PredictConfig) -> Curves:
     """Evaluate the DMFT prediction for settings ``s`` (power-law task, eigenfeature student)."""
     from rfscaling.theory import power_law_tail, power_law_task, predict
 
-    if s.data.kind != "powerlaw_eigen":
-        raise ConfigError("data.kind", s.data.kind, "the theory app supports only data.kind=powerlaw_eigen")
-    if s.model.kind != "eigenfeature":
-        raise ConfigError("model.kind", s.model.kind, "the theory app supports only model.kind=eigenfeature")
+    check(s)
     d, y = s.data, s.dynamics
     lam, w2 = power_law_task(s.model.N, d.alpha, d.beta, d.lam_1, d.c)
     M = s.model.teacher_modes
@@ -190,14 +187,25 @@ def write_outputs(c: Curves, s: PredictConfig, out_dir: Path, plot: bool = True)
     return written
 
 
+def check(s: PredictConfig) -> None:
+    """The checks that depend on what the config names: the power-law task with the eigenfeature
+    student (the only problem the theory app solves) and the dynamics. Imports no torch."""
+    from rfscaling.data.sets.powerlaw_eigen import POWERLAW_EIGEN
+    from rfscaling.dynamics.kinds import DYNAMICS
+
+    if s.data.kind != POWERLAW_EIGEN.name:
+        raise ConfigError("data.kind", s.data.kind, "the theory app supports only data.kind=powerlaw_eigen")
+    if s.model.kind != "eigenfeature":
+        raise ConfigError("model.kind", s.model.kind, "the theory app supports only model.kind=eigenfeature")
+    POWERLAW_EIGEN.check(s.data)
+    DYNAMICS.get(s.dynamics.name).check(s.dynamics)
+
+
 def typed_config(cfg: Any) -> PredictConfig:
     """The composed config (or any mapping) as a checked :class:`PredictConfig` (ConfigError
-    naming the first bad value), with the checks of the dynamics it names (the data set and
-    model: :func:`compute`)."""
-    from rfscaling.dynamics.kinds import DYNAMICS  # no torch
-
+    naming the first bad value)."""
     typed = to_config(cfg, PredictConfig)
-    DYNAMICS.get(typed.dynamics.name).check(typed.dynamics)
+    check(typed)
     return typed
 
 

@@ -49,7 +49,7 @@ from rfscaling.dynamics.kinds import DYNAMICS
 from rfscaling.errors import EXIT_DIVERGED
 from rfscaling.files import atomic_write, remove_stale_temp_files
 from rfscaling.hooks import TensorBoardHook, load_checkpoint
-from rfscaling.hooks.registry import DEFAULT_HOOKS, HookContext, build_hooks
+from rfscaling.hooks.registry import HookContext, build_hooks, check_hooks, hook_names
 from rfscaling.models import Problem, ProblemSpec, check_problem, make_problem, random_streams
 from rfscaling.run import Divergence, RunInfo, RunSummary, TheoryCurve, log_spaced_steps, simulate
 from rfscaling.studies.runs import flatten
@@ -87,6 +87,7 @@ def check(cfg: TrainConfig) -> None:
     dynamics); with the dataclasses' own checks, every value is checked before anything runs."""
     check_problem(cfg.data, cfg.model)
     DYNAMICS.get(cfg.dynamics.name).check(cfg.dynamics)
+    check_hooks(cfg.hooks.extra, cfg.hooks.options)
     resolve_device(cfg.device)  # a CUDA device that is not there
 
 
@@ -162,7 +163,7 @@ def _run(cfg: TrainConfig, device: str, out: Path, identity: str, t_start: float
     steps, times = eval_schedule(cfg, dyn)
     theory = theory_curve(cfg, problem, times)
     ctx = HookContext(cfg, out, problem, identity, tensorboard=tb)
-    hooks = build_hooks(ctx, (*DEFAULT_HOOKS, *cfg.hooks.extra, "pause"), cfg.hooks.options)
+    hooks = build_hooks(ctx, hook_names(cfg.hooks.extra), cfg.hooks.options)
     state, start, ckpt = start_state(cfg, problem, dyn, ctx, len(steps))
     data = problem.data
     info = RunInfo(eigenvalues=data.eigenvalues.detach().cpu().double().numpy(), eval_times=times,

@@ -106,6 +106,9 @@ def test_cli_early_stopping_optimum_with_label_noise(tmp_path):
         (["data.Q=3"], "data.Q"),  # unknown key
         (["dynamics=sgd"], "dynamics/sgd"),  # unknown preset
         (["data=digits", "model=random_features"], "data.kind"),  # theory covers power laws only
+        (["data.target=labels"], "data.target"),  # the power-law data set has no labels
+        (["data.target=teacher_network"], "data.target"),
+        (["data.alpha=null"], "data.alpha"),  # the power law needs its exponents
     ],
     ids=lambda v: ",".join(v) if isinstance(v, list) else v,
 )
@@ -167,3 +170,16 @@ def test_cli_multirun_with_a_failed_job_exits_1_and_indexes_it(tmp_path):
     rows = {r["job"]: r for r in csv.DictReader(open(sweep / "index.csv"))}
     assert rows["0"]["status"] == "ok" and rows["1"]["status"] == "failed"
     assert "data.P=-3" in rows["1"]["error"] and "positive integer" in rows["1"]["error"]
+
+
+def test_the_theory_app_imports_no_torch(compose):
+    """Checking and computing a prediction needs numpy and scipy only (start-up time)."""
+    import subprocess
+
+    code = ("import sys; from rfscaling.predict import typed_config, compute; "
+            "from rfscaling.config import PredictConfig, DataConfig, ModelConfig; "
+            "compute(typed_config(PredictConfig(data=DataConfig(P=32), model=ModelConfig(N=64)))); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]

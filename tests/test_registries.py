@@ -21,6 +21,8 @@ from rfscaling.dynamics.kinds import DYNAMICS
 from rfscaling.errors import ConfigError
 from rfscaling.hooks.registry import HOOKS
 from rfscaling.models import MODELS
+from rfscaling.run import HookBase
+from specs import config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -176,3 +178,58 @@ def test_a_toy_data_set_model_dynamics_and_hook_are_one_module_and_one_yaml_each
     assert s["problem"]["toy"] == "tanh"
     rows = (run / "metrics.csv").read_text().strip().splitlines()[1:]
     assert (run / "toy_counter.txt").read_text() == f"counted {len(rows)}"
+
+
+class _Tally(HookBase):
+    """An extra hook with state: the number of evaluations it saw."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.n = start
+
+    def on_eval(self, snapshot):
+        self.n += 1
+
+    def state_dict(self) -> dict:
+        return {"n": self.n}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n = state["n"]
+
+
+def tally(ctx, start: int = 0):
+    return _Tally(start)
+
+
+TALLY = "test_registries:tally"  # tests/ is on sys.path under pytest
+
+
+def _small(**flat):
+    return config(P=16, N=32, datasets=2, replicas=2, t_max=5.0, n_evals=8, tensorboard=False, progress=False,
+                  **flat)
+
+
+def test_an_extra_stateful_hook_is_checkpointed_under_its_name(tmp_path):
+    from rfscaling.hooks import load_checkpoint
+    from rfscaling.train import run_identity, train
+
+    cfg = _small(checkpoint=True, checkpoint_every=1, extra=[TALLY], options={TALLY: {"start": 100}})
+    s = train(cfg, tmp_path)
+    rows = (tmp_path / "metrics.csv").read_text().strip().splitlines()[1:]
+    ckpt = load_checkpoint(tmp_path / "checkpoints", s["identity"])
+    assert ckpt["hooks"][TALLY] == {"n": 100 + len(rows)}
+    assert run_identity(cfg) != run_identity(_small(checkpoint=True, checkpoint_every=1))  # a hook may stop a run
+
+
+@pytest.mark.parametrize("flat,key", [
+    ({"extra": ["nosuch"]}, "hooks.extra"),
+    ({"extra": ["no.such.module:factory"]}, "hooks.extra"),
+    ({"options": {"tensorbaord": {}}}, "hooks.options.tensorbaord"),
+    ({"extra": [TALLY], "options": {TALLY: {"begin": 1}}}, f"hooks.options.{TALLY}"),
+])
+def test_bad_hook_names_and_options_stop_the_run_before_it_starts(tmp_path, flat, key):
+    from rfscaling.train import train
+
+    with pytest.raises(ConfigError) as info:
+        train(_small(**flat), tmp_path / "run")
+    assert info.value.key == key and "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()  # nothing was drawn or written

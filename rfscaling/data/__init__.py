@@ -1,38 +1,23 @@
 """Data for the testbed: typed ensemble containers, seeds and streams, synthetic eigen-space
-sampling, pools of input-space samples, and the registered data sets (``rfscaling/data/sets/``)."""
+sampling, pools of input-space samples, and the registered data sets (``rfscaling/data/sets/``).
 
-from rfscaling.data.eigen import (
-    TEACHERS,
-    EigenTask,
-    power_law_eigen_task,
-    sample_eigen_ensemble,
-    sample_eigen_validation,
-)
-from rfscaling.data.ensemble import (
-    EnsembleData,
-    ValidationData,
-    derive_seed,
-    make_generator,
-    resolve_device,
-    resolve_dtype,
-)
-from rfscaling.data.inputs import binary_labels, pool_ensemble
-from rfscaling.data.sets import DATASETS, DataSet
+The names below are imported on first use (PEP 562), so that a data set's config checks
+(``rfscaling.data.sets``) come without torch: the theory app uses them.
+"""
 
-__all__ = [
-    "DATASETS",
-    "DataSet",
-    "binary_labels",
-    "pool_ensemble",
-    "TEACHERS",
-    "EigenTask",
-    "EnsembleData",
-    "ValidationData",
-    "derive_seed",
-    "make_generator",
-    "power_law_eigen_task",
-    "resolve_device",
-    "resolve_dtype",
-    "sample_eigen_ensemble",
-    "sample_eigen_validation",
-]
+from importlib import import_module
+
+_WHERE = {
+    "TEACHERS": "eigen", "EigenTask": "eigen", "power_law_eigen_task": "eigen", "sample_eigen_ensemble": "eigen",
+    "sample_eigen_validation": "eigen", "EnsembleData": "ensemble", "ValidationData": "ensemble",
+    "derive_seed": "ensemble", "make_generator": "ensemble", "resolve_device": "ensemble",
+    "resolve_dtype": "ensemble", "binary_labels": "inputs", "pool_ensemble": "inputs", "DATASETS": "sets",
+    "DataSet": "sets",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)

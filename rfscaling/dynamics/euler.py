@@ -1,6 +1,6 @@
 """Full-batch gradient flow / weight decay / Langevin SGLD by Euler(-Maruyama) steps.
 
-Contract (jax-md style): ``state = dyn.init(generator)``; ``state = dyn.step(state)``;
+Contract (jax-md style, :class:`~rfscaling.dynamics.base.Dynamics`): ``state = dyn.init(generator)``;
 ``state = dyn.advance(state, n)``. The whole ensemble (D datasets x R replicas) is one batched
 tensor ``weights`` of shape (D, R, N); there is no Python loop over members.
 
@@ -296,9 +296,6 @@ class EulerDynamics(EnsembleReadout):
     def gradient(self, weights: torch.Tensor) -> torch.Tensor:
         resid = torch.baddbmm(self.data.labels, weights, self._Xt, beta=-1.0)  # X w - y, (D, R, P)
         return torch.baddbmm(weights, resid, self._X, beta=self.params.weight_decay)
-
-    def step(self, state: State) -> State:
-        return self.advance(state, 1)
 
     def advance(self, state: State, n_steps: int) -> State:
         n = int(n_steps)

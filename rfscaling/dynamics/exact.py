@@ -171,9 +171,6 @@ class ExactDynamics(EnsembleReadout):
             coef = coef - s0 * torch.bmm(z, VhT)  # the noise's row-space part is not in perp
         return torch.baddbmm(w, coef, Vh)
 
-    def step(self, state: State) -> State:
-        return self.advance(state, 1)
-
     def advance(self, state: State, n_steps: int) -> State:
         n = state.step + int(n_steps)
         w = self.transition(state.weights, self.dt * int(n_steps), state.generator)
@@ -306,9 +303,6 @@ class PosteriorDynamics:
 
     def init(self, generator: torch.Generator) -> State:
         return posterior_sample(self.data, self.params, generator, eig=self._exact.eig)
-
-    def step(self, state: State) -> State:
-        return state
 
     def advance(self, state: State, n_steps: int) -> State:
         return state

@@ -74,14 +74,13 @@ class CheckpointHook(HookBase):
     """Save every ``every`` evaluations and at the end; see the module docstring."""
 
     def __init__(self, directory: str | os.PathLike, every: int, stateful: Mapping[str, Any] | None = None,
-                 identity: str = "", extra: Mapping[str, Any] | None = None) -> None:
+                 identity: str = "") -> None:
         if every < 1:
             raise ValueError(f"every={every}: must be a positive integer")
         self.directory = Path(directory)
         self.every = int(every)
         self.stateful = dict(stateful or {})
         self.identity = identity
-        self.extra = dict(extra or {})
         self.saved: list[int] = []
 
     def on_start(self, info: RunInfo) -> None:
@@ -114,7 +113,6 @@ class CheckpointHook(HookBase):
             "completed": completed,
             "finished": finished,
             "stop_reason": stop_reason,
-            **self.extra,
         }
         atomic_write(self.directory / CHECKPOINT_NAME, lambda tmp: torch.save(ckpt, tmp))
         self.saved.append(snapshot.index)

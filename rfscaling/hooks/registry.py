@@ -1,10 +1,11 @@
 """Hooks by name: a factory per hook builds it for a run from a :class:`HookContext`, or returns
 None when the run's config leaves it off.
 
-The training app builds :data:`DEFAULT_HOOKS` in order, then the names in ``hooks.extra``: a
-hook registered in a module of this package (``@HOOKS.register("name")`` on its factory), or
-any importable ``package.module:factory``. ``hooks.options.<name>`` are keyword arguments of
-that factory. A new hook is one module plus one preset in ``conf/hooks/`` that names it in
+The training app builds the hooks in :func:`hook_names` order: the observers, the names in
+``hooks.extra`` (a hook registered in a module of this package, ``@HOOKS.register("name")`` on
+its factory, or any importable ``package.module:factory``), then the checkpoint hook, so that it
+saves the state of every hook before it. ``hooks.options.<name>`` are keyword arguments of that
+factory; :func:`check_hooks` checks names and options before the run starts. A new hook is one module plus one preset in ``conf/hooks/`` that names it in
 ``extra``. Hooks with ``state_dict``/``load_state_dict`` (:class:`~rfscaling.run.hook.Stateful`)
 are checkpointed under their name.
 """
@@ -12,6 +13,7 @@ are checkpointed under their name.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -22,7 +24,7 @@ from rfscaling.models.problem import Problem
 from rfscaling.registry import Registry
 from rfscaling.run.hook import Hook, Stateful
 
-__all__ = ["HOOKS", "HookContext", "HookFactory", "DEFAULT_HOOKS", "hook_factory", "build_hooks"]
+__all__ = ["HOOKS", "HookContext", "HookFactory", "hook_names", "hook_factory", "check_hooks", "build_hooks"]
 
 
 @dataclass
@@ -44,8 +46,12 @@ class HookContext:
 
 HookFactory = Callable[..., Optional[Hook]]
 HOOKS: Registry[HookFactory] = Registry("hook", "hooks.extra", __name__.rsplit(".", 1)[0])
-#: Built for every run, in this order (each factory decides from the config whether it is on).
-DEFAULT_HOOKS = ("eigenmode", "early_stopping", "tensorboard", "budget", "checkpoint")
+
+
+def hook_names(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The hooks of a run, in order (each factory decides from the config whether it is on):
+    the checkpoint comes after every stateful hook; the pause hook (tests) comes last."""
+    return ("eigenmode", "early_stopping", "tensorboard", "budget", *extra, "checkpoint", "pause")
 
 
 def hook_factory(name: str) -> HookFactory:
@@ -66,6 +72,21 @@ def _tensorboard(ctx: HookContext) -> Optional[Hook]:
     if tb is not None and es is not None:  # final early-stopping figures in the hparams table
         tb.extra_metrics = lambda: {k: v for k, v in es.result().items() if k in ("E_g", "stopping_time")}
     return tb
+
+
+def check_hooks(extra: tuple[str, ...], options: dict[str, Any]) -> None:
+    """ConfigError for an unknown hook, options for a hook the run does not build, or options
+    its factory does not take."""
+    names = hook_names(extra)
+    for name in extra:
+        hook_factory(name)
+    for name, opts in options.items():
+        if name not in names:
+            raise ConfigError(f"hooks.options.{name}", opts, "names no hook of the run: one of " + "|".join(names))
+        try:
+            inspect.signature(hook_factory(name)).bind(None, **dict(opts or {}))
+        except TypeError as exc:
+            raise ConfigError(f"hooks.options.{name}", opts, f"not accepted by the hook's factory ({exc})") from None
 
 
 def build_hooks(ctx: HookContext, names: tuple[str, ...], options: dict[str, Any]) -> list[Hook]:

@@ -9,14 +9,15 @@ checks that depend on the data set (which targets it supports, its size cap) liv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Callable, Optional
 
 from rfscaling.config import POOL_FACTOR, DataConfig, ModelConfig
 from rfscaling.errors import ConfigError
 from rfscaling.registry import Registry
+
+if TYPE_CHECKING:  # no torch here: the theory app checks its data group with DataSet.check
+    import numpy as np
+    import torch
 
 __all__ = ["DataSet", "DATASETS", "Inputs"]
 
