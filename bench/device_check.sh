@@ -4,7 +4,7 @@
 # pytest, but not Hydra, so carry its wheels:
 #   here, once:   pip download hydra-core omegaconf antlr4-python3-runtime==4.9.3 --no-deps -d .wheels
 #   device run:   carry [".wheels"], command "bash bench/device_check.sh", timeout_s ~540
-# Results land in $OUT (device.txt, tests.txt, bench_cuda.txt, train_cuda.json).
+# Results land in $OUT (device.txt, tests.txt, bench_cuda.txt, bench_cuda/train.json).
 set -uo pipefail
 OUT=${OUT:-/tmp/device_out}
 DEVICE=${DEVICE:-cuda}
@@ -23,5 +23,5 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 # the CUDA path of the dynamics and Lanczos on the device (skipped on CPU-only machines)
 $PY -m pytest -q -p no:cacheprovider tests/test_dynamics.py tests/test_spectral.py 2>&1 | tail -4 | tee "$OUT/tests.txt"
 # the benchmark suite's testbed part on the device (the theory runs on numpy: CPU numbers only)
-timeout 420 $PY -m bench.bench_train --quick --device "$DEVICE" --out "$OUT/train_$DEVICE.json" 2>&1 \
+timeout 420 $PY -m bench --quick --skip theory --device "$DEVICE" --out-dir "$OUT/bench_$DEVICE" 2>&1 \
   | tee "$OUT/bench_$DEVICE.txt" | tail -40
