@@ -31,8 +31,8 @@ from bench.timing import dtname, sync, timer
 from rfscaling.config import TrainConfig, as_dict
 from rfscaling.data import make_generator, resolve_device
 from rfscaling.dynamics.kinds import DYNAMICS
-from rfscaling.hooks import TensorBoardHook, registry
-from rfscaling.hooks.registry import HookContext, build_hooks
+from rfscaling.hooks import TensorBoardHook
+from rfscaling.hooks.registry import HookContext, build_hooks, hook_names
 from rfscaling.models import make_problem
 from rfscaling.run import HookBase, RunInfo, advance_calls, simulate
 from rfscaling.studies.runs import flatten
@@ -102,14 +102,6 @@ class TimedDynamics:
         return state
 
 
-def hook_names(extra: Sequence[str]) -> tuple[str, ...]:
-    """The hooks the app builds for a run, in its order. (Transitional: ``registry.hook_names``
-    is replacing ``DEFAULT_HOOKS``; drop the fallback once it has landed.)"""
-    if hasattr(registry, "hook_names"):
-        return registry.hook_names(tuple(extra))
-    return (*registry.DEFAULT_HOOKS, *extra, "pause")
-
-
 def compose(overrides: Sequence[str]) -> TrainConfig:
     """The app's composed config (conf/train.yaml) with these Hydra overrides, typed."""
     from hydra import compose as hydra_compose
@@ -146,7 +138,7 @@ def run_once(cfg: TrainConfig, out_dir: Path, device: torch.device) -> dict:
         dyn = TimedDynamics(DYNAMICS.get(cfg.dynamics.name).build(problem.data, cfg.dynamics), device)
         steps, times = eval_schedule(cfg, dyn)
         ctx = HookContext(cfg, out_dir, problem, run_identity(cfg), tensorboard=tb)
-        build_hooks(ctx, hook_names(cfg.hooks.extra), cfg.hooks.options)
+        build_hooks(ctx, hook_names(tuple(cfg.hooks.extra)), cfg.hooks.options)
         hooks = [TimedHook(name, h, device) for name, h in ctx.built.items()]
         state, start, _ = start_state(cfg, problem, dyn, ctx, len(steps))
         data = problem.data
