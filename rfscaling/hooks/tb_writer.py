@@ -19,8 +19,9 @@ writes them with ``tensorboardX.SummaryWriter``:
 On exit the child puts None (success) or its first error, one line, on ``STATUS`` and exits
 with status 0 or 1; after a failure it keeps draining messages until "stop", so the hook never
 blocks on it. It ignores SIGINT and SIGTERM (the parent decides when to stop, after a Ctrl-C or
-a SIGTERM to the process group too), flushes and exits by itself when the parent has died, and
-runs at nice 10 (on busy cores the training goes first).
+a SIGTERM to the process group too), flushes and exits by itself when the parent has died. It runs
+at the parent's priority: at nice 10 it was starved on a machine loaded by other processes, and
+the end of a run waited minutes for it to flush.
 This module imports numpy only; tensorboardX, tensorboard's protobufs and matplotlib when first
 used (the child is ready in about 0.7 s on 2 CPU cores).
 """
@@ -37,10 +38,6 @@ if __name__ == RUN_NAME:  # the writer process, before anything else
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole process group
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so may a SIGTERM; the parent flushes us
-    try:
-        os.nice(10)  # on busy cores the training goes first; nothing here is urgent
-    except OSError:
-        pass
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = "1"  # no numerical work worth a thread pool
     # tensorboardX imports torch when it can (~0.8 s, for torch tensors we never send): make
