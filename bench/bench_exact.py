@@ -176,15 +176,9 @@ def report(res: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    from bench.timing import machine_info, parser, setup, stamp, write
+    from bench.timing import bench_main
 
-    ap = parser(__doc__, "bench/results/exact.json")
-    args = ap.parse_args(argv)
-    device = setup(args, ap)
-    res = {"date": stamp(), "quick": args.quick, "machine": machine_info(device), **run(device, args.quick)}
-    report(res)
-    print(f"wrote {write({k: v for k, v in res.items() if k != 'measurements'}, args.out)}")
-    return res
+    return bench_main(argv, __doc__, "bench/results/exact.json", run, report)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,14 @@ def write(res: dict, out: str | os.PathLike) -> Path:
 
 def stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def bench_main(argv, doc: str, default_out: str, run: Callable, report: Callable) -> dict:
+    """The command line of one part of the bench: parse, measure, print, write the JSON."""
+    ap = parser(doc, default_out)
+    args = ap.parse_args(argv)
+    device = setup(args, ap)
+    res = {"date": stamp(), "quick": args.quick, "machine": machine_info(device), **run(device, args.quick)}
+    report(res)
+    print(f"wrote {write({k: v for k, v in res.items() if k != 'measurements'}, args.out)}")
+    return res
