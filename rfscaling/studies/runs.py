@@ -38,11 +38,14 @@ __all__ = [
 #: Quantities in metrics.csv that get averaged (each has a ``<q>_theory`` column).
 CURVE_QUANTITIES = ("E_g", "bias", "variance", "train_error")
 
-#: Config keys that never define a condition (bookkeeping, not physics).
-_NOT_CONDITIONS = {
-    "seed", "device", "threads", "hooks.progress", "hooks.tensorboard", "hooks.image_every",
-    "hooks.checkpoint.enabled", "hooks.checkpoint.every", "hooks.budget.max_evals", "hooks.budget.max_wall_s",
-}
+
+def _not_conditions() -> set[str]:
+    """Config keys that never define a condition: the seed, where a run ran, and the fields that
+    cannot change its results (``NOT_RESULT`` in rfscaling/config.py)."""
+    from rfscaling.config import TrainConfig, as_dict
+
+    every, results = (flatten(as_dict(TrainConfig(), results_only=r)) for r in (False, True))
+    return {"seed", "device", "threads"} | (every.keys() - results.keys())
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -140,9 +143,9 @@ def condition_keys(runs: "pd.DataFrame", exclude: Iterable[str] = ()) -> list[st
     cfg_cols = [c for c in ok.columns if "." in c and c.split(".")[0] in
                 ("data", "model", "dynamics", "ensemble", "theory", "hooks")] + \
                [c for c in ("dtype",) if c in ok.columns]
-    keys = []
+    keys, not_conditions = [], _not_conditions()
     for c in cfg_cols:
-        if c in _NOT_CONDITIONS or c in exclude:
+        if c in not_conditions or c in exclude:
             continue
         vals = ok[c].map(lambda v: json.dumps(v, sort_keys=True, default=str))
         if vals.nunique() > 1:
