@@ -11,7 +11,7 @@ DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 if [ -d .wheels ]; then
-  $PY -m pip install -q --no-index --find-links .wheels hydra-core omegaconf 2>&1 | tail -2
+  $PY -m pip install -q --no-index --find-links .wheels hydra-core omegaconf tensorboardX 2>&1 | tail -2
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 {
