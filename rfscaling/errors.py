@@ -13,17 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = [
-    "ConfigError",
-    "MissingPackage",
-    "EXIT_BAD_INPUT",
-    "EXIT_DIVERGED",
-    "EXIT_SWEEP_FAILED",
-    "EXIT_SIGNAL_BASE",
-    "ERROR_FILE",
-    "TRACEBACK_FILE",
-    "one_line",
-]
+__all__ = ["ConfigError", "MissingPackage", "EXIT_BAD_INPUT", "EXIT_DIVERGED", "EXIT_SWEEP_FAILED",
+           "EXIT_SIGNAL_BASE", "ERROR_FILE", "TRACEBACK_FILE", "one_line"]
 
 #: Exit status for bad input (a bad value, key, preset or override; a missing optional package).
 EXIT_BAD_INPUT = 2

@@ -1,29 +1,12 @@
 """The writer process of :class:`rfscaling.hooks.tensorboard.TensorBoardHook`.
 
-The hook starts a ``multiprocessing`` spawn child that runs THIS FILE by path
-(``runpy.run_path(<this file>, init_globals={"MESSAGES": queue, "STATUS": simple_queue},
-run_name=RUN_NAME)``), so that neither ``rfscaling/__init__`` nor ``rfscaling/hooks/__init__``
-(which imports torch) runs there. The child reads the hook's messages from ``MESSAGES`` and
-writes them with ``tensorboardX.SummaryWriter``:
-
-* ``("start", {"log_dir", "purge_step", "ylim"})``: open ``<log_dir>/experiment`` (and, at its
-  first DMFT value, ``<log_dir>/dmft``), both resumed at ``purge_step``;
-* ``("eval", step, experiment_scalars, dmft_scalars, image)``: ``(tag, value)`` pairs for each run
-  at ``step``; ``image`` is None or ``(time, mode_error, mode_error_theory or None)``, drawn with
-  matplotlib (:class:`ModeImage`) as ``error_per_mode`` in the experiment run;
-* ``("hparams", hparams, metrics, scalars, step, status, shown)``: in ``<log_dir>`` itself (the
-  hparams session), the plugin's experiment, session start and session end summaries, and the
-  single-number metrics ``scalars`` at ``step``;
-* ``("stop",)``: flush, close, exit.
-
-On exit the child puts None (success) or its first error, one line, on ``STATUS`` and exits
-with status 0 or 1; after a failure it keeps draining messages until "stop", so the hook never
-blocks on it. It ignores SIGINT and SIGTERM (the parent decides when to stop, after a Ctrl-C or
-a SIGTERM to the process group too), flushes and exits by itself when the parent has died. It runs
-at the parent's priority: at nice 10 it was starved on a machine loaded by other processes, and
-the end of a run waited minutes for it to flush.
-This module imports numpy only; tensorboardX, tensorboard's protobufs and matplotlib when first
-used (the child is ready in about 0.7 s on 2 CPU cores).
+Run by path (``runpy.run_path(<this file>, init_globals={"MESSAGES", "STATUS"}, run_name=RUN_NAME)``)
+so that no rfscaling or torch import runs in the child. Messages: ``("start", {log_dir, purge_step,
+ylim})``, ``("eval", step, experiment_scalars, dmft_scalars, image)``, ``("hparams", ...)``,
+``("stop",)``; written with ``tensorboardX``. On exit it puts None or its first error (one line)
+on ``STATUS``; after a failure it drains until "stop", so the parent never blocks. It ignores
+SIGINT/SIGTERM (the parent decides when to stop) and flushes by itself if the parent dies. It runs
+at the parent's priority: at nice 10 it was starved on a loaded machine.
 """
 
 from __future__ import annotations

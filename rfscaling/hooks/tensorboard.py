@@ -1,50 +1,13 @@
-"""TensorBoard hook: the experiment and the DMFT as two TensorBoard runs under the same tags.
+"""TensorBoard hook: the experiment and the DMFT as two runs (``experiment/``, ``dmft/``) under
+the same tags, a per-mode image, and an hparams session; layout, tags and the time axis
+(``step = round(100 log10(t / 1e-3))``) are documented in docs/testbed.md, "TensorBoard".
 
-Layout of ``<log_dir>`` (the app's ``<run dir>/tensorboard``; TensorBoard names each run by its
-path relative to ``--logdir``)::
-
-    <log_dir>/experiment/  curves/E_g, curves/bias, curves/variance, curves/train_error, time;
-                           image error_per_mode
-    <log_dir>/dmft/        the same scalars from the DMFT (no image)
-    <log_dir>/             the hparams session: hyperparameters, metric columns, and the
-                           single-number metrics hparam/E_g_early_stopped, ...
-
-* Every card overlays experiment and DMFT (two runs, two colours, named in the runs list and
-  the card's data table). TensorBoard expands the first two tag groups (sorted by name): the
-  learning curves (``curves/``), then the per-mode image; ``hparam/`` and ``time`` come after.
-* The x axis is a function of gradient-flow time shared by all runs, :func:`time_step`:
-  ``step = round(100 * log10(t / T_REF))`` with ``T_REF = 1e-3``: 100 steps per decade, step
-  300 is t = 1, 600 is t = 1000; read back ``t = 1e-3 * 10**(step / 100)`` (to 1.2 %). t = 0 is
-  step 0, 0 < t < 1.035e-3 step 1, t = inf (the Bayes posterior) step
-  :data:`INF_STEP`. Within a run, an evaluation whose step would not exceed the previous one's
-  (times within 2.3 % of each other, or several below T_REF) gets the previous step + 1
-  (:func:`time_steps`), so no point replaces another; the ``time`` scalar holds the exact t.
-* The image ``error_per_mode`` (per-mode error against mode index, log-log, experiment as
-  points, DMFT as a line; matplotlib Agg) at no more than ``max_images`` = 10 evaluations,
-  chosen log-evenly in time, t = 0 and the last included (:func:`image_indices`; TensorBoard
-  keeps 10 images per tag and run unless started with ``--samples_per_plugin images=N``).
-* HParams: the run's hyperparameters (``dynamics.name``, ``dynamics.temperature``,
-  ``dynamics.weight_decay``, ``data.P``, ``model.N`` displayed by default) and the metric
-  columns E_g final (experiment, DMFT), early-stopped E_g next to the DMFT optimum, their
-  times, train error final (experiment, DMFT). The final values are the last points of the
-  experiment and dmft runs' own ``curves/`` scalars; the others are scalars ``hparam/...`` of
-  the session run, so no metric adds a card to the experiment or dmft runs.
-
-All writing happens in a separate process (``multiprocessing`` spawn context, fed through a
-bounded ``multiprocessing.Queue``; :mod:`rfscaling.hooks.tb_writer`, run by file path, imports
-neither torch nor ``rfscaling`` and writes with ``tensorboardX``), so that logging never
-competes with training for the GIL (on a thread it slowed a fast training loop by ~40 %).
-``launch`` (or ``on_start``) starts it and returns at once; the child is ready after ~0.7 s.
-``on_eval`` copies a few floats (and, for an image, the per-mode arrays) onto the queue.
-
-Guarantees: everything accepted is on disk once :meth:`TensorBoardHook.close` returns; the end
-of a run calls it, and ``simulate`` calls it when a run ends abnormally (divergence, an
-exception, SIGTERM/SIGINT), as does ``atexit`` for a hook left open. The writer ignores SIGINT
-and SIGTERM (the parent decides when to stop) and, if the parent dies, flushes what reached it.
-A failure of the writer process is raised as a RuntimeError by ``close``/``on_end`` (or by
-``on_eval`` once the process has exited). A writer stuck for ``close_timeout_s`` (e.g. on a hung
-filesystem), at ``close`` or with its queue full during the run, is killed and reported instead
-of hanging the run.
+All writing happens in a ``multiprocessing`` spawn child fed through a bounded queue
+(:mod:`rfscaling.hooks.tb_writer`, run by file path: no torch, no rfscaling), because on a thread
+logging slowed a fast training loop by ~40 % (GIL). Everything accepted is on disk once
+:meth:`TensorBoardHook.close` returns; ``simulate`` and ``atexit`` call it on abnormal ends. A
+failed writer is raised as RuntimeError; one stuck for ``close_timeout_s`` (a hung filesystem) is
+killed and reported instead of hanging the run.
 """
 
 from __future__ import annotations

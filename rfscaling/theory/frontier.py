@@ -28,17 +28,8 @@ from .dmft import predict
 from .scaling import PRECISION_FLOOR, fit_power_law, predicted_exponents
 from .spectra import power_law_tail, power_law_task
 
-__all__ = [
-    "top_edge",
-    "top_outlier",
-    "lambda_max",
-    "compute_cost",
-    "pareto_frontier",
-    "FrontierResult",
-    "theory_frontier",
-    "compute_optimal_exponents",
-    "frontier_exponents",
-]
+__all__ = ["top_edge", "top_outlier", "lambda_max", "compute_cost", "pareto_frontier",
+           "FrontierResult", "theory_frontier", "compute_optimal_exponents", "frontier_exponents"]
 
 
 def top_edge(eigenvalues, P: int, weight_decay: float = 0.0) -> float:

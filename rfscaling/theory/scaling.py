@@ -9,16 +9,9 @@ variance ~ (noise)/P. Sums over k are turned into integrals.
 Exponents are *signed*: a law ``y ∝ x^s`` has ``slope = s`` (negative for a decaying error).
 :func:`fit_power_law` fits ``y ≈ A x^-p`` and returns the decay exponent ``p`` (``slope = -p``).
 
-Public API
-----------
-* :func:`predicted_exponents` -- the table of derived laws per regime (:class:`ScalingLaw`).
-* closed-form asymptotes: :func:`time_limited_error`, :func:`model_limited_error`,
-  :func:`langevin_variance`, :func:`langevin_optimal_time`, :func:`langevin_optimal_error`,
-  :func:`gf_noisy_optimal_time`.
-* :func:`fit_power_law` -> :class:`PowerLawFit` (methods ``ols``, ``bootstrap``, ``local``).
-* engine checks: :func:`measure` (one regime) and :func:`exponent_table` (all of them), which run
-  :func:`rfscaling.theory.predict` on curves chosen to be deep in each asymptotic regime and
-  fit them.
+Sections: derived laws (:func:`predicted_exponents`), closed-form asymptotes, power-law fits
+(:func:`fit_power_law`), and engine checks (:func:`measure`, :func:`exponent_table`), which run
+:func:`rfscaling.theory.predict` deep in each asymptotic regime and fit the curves.
 """
 
 from __future__ import annotations
@@ -35,25 +28,10 @@ from scipy.special import zeta as _zeta
 from .dmft import predict
 from .spectra import power_law_tail, power_law_task
 
-__all__ = [
-    "REGIMES",
-    "ScalingLaw",
-    "predicted_exponents",
-    "time_limited_error",
-    "kick_error",
-    "model_limited_error",
-    "langevin_variance",
-    "langevin_optimal_time",
-    "langevin_optimal_error",
-    "gf_noisy_optimal_time",
-    "PowerLawFit",
-    "fit_power_law",
-    "Measurement",
-    "PRECISION_FLOOR",
-    "RangeUnavailable",
-    "measure",
-    "exponent_table",
-]
+__all__ = ["REGIMES", "ScalingLaw", "predicted_exponents", "time_limited_error", "kick_error",
+           "model_limited_error", "langevin_variance", "langevin_optimal_time",
+           "langevin_optimal_error", "gf_noisy_optimal_time", "PowerLawFit", "fit_power_law",
+           "Measurement", "PRECISION_FLOOR", "RangeUnavailable", "measure", "exponent_table"]
 
 REGIMES = (
     "time",            # noiseless gradient flow, P, N >> k*(t)
@@ -211,13 +189,11 @@ def kick_error(t, P, alpha, beta, lam_1=1.0, c=1.0):
 
     Each learned mode i, while relaxing (time ~ 1/(P lam_i)), pushes every unlearned mode j by
     -(X_j.X_i)/|X_i|^2 v_i(0); the push stays until j is learned: lam_j E[v_j^2] = lam_j^2 S_W / P."""
-    from scipy.special import zeta
-
     a, b = _check_ab(alpha, beta)
     if b <= 2 * (1 + a):
         raise ValueError("kick_error: S_W converges only for beta > 2(1+alpha)")
     q = 1.0 / (1.0 + a)
-    s_w = c * float(zeta(b - 1.0 - 2.0 * a)) / lam_1**2
+    s_w = c * float(_zeta(b - 1.0 - 2.0 * a)) / lam_1**2
     x = 2.0 * P * lam_1 * np.asarray(t, dtype=float)
     return s_w / P * lam_1**2 * q * _gamma(2 - q) * x ** (q - 2)
 
@@ -515,9 +491,7 @@ def _langevin_tail(t, N, alpha, T, lam_1=1.0):
     """Langevin variance of the modes k > N that a width-N student lacks, for N >> k*(t): they are
     unlearned and diffuse freely, 2 T t sum_{k>N} lam_k (relative corrections O((k*/N)^(1+alpha))).
     Added to emulate N = inf; without it the missing part is a fraction ~ (k*/N)^alpha."""
-    from scipy.special import zeta
-
-    return 2.0 * T * np.asarray(t, dtype=float) * lam_1 * float(zeta(1.0 + alpha, N + 1))
+    return 2.0 * T * np.asarray(t, dtype=float) * lam_1 * float(_zeta(1.0 + alpha, N + 1))
 
 
 def _optimal_stop(lam, w2, P, tail, t_guess, span=30.0, per_decade=16, alpha=None, lam_1=1.0, **kw):
