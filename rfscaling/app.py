@@ -53,6 +53,7 @@ from rfscaling.errors import (
     EXIT_SIGNAL_BASE,
     EXIT_SWEEP_FAILED,
     TRACEBACK_FILE,
+    TimeLimitSignal,
     one_line,
 )
 
@@ -257,6 +258,8 @@ def _contained(task: Callable[[Any], Any], sweep: _Sweep) -> Callable[[Any], Any
     def job(cfg: Any) -> Any:
         try:
             return task(cfg)
+        except TimeLimitSignal:
+            raise  # the submitit launcher requeues the job (rfscaling/studies/launcher.py)
         except BaseException as exc:
             run_dir, num, multirun = _job_context()
             if isinstance(exc, SystemExit) and not multirun:

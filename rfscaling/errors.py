@@ -23,6 +23,7 @@ __all__ = [
     "ERROR_FILE",
     "TRACEBACK_FILE",
     "one_line",
+    "TimeLimitSignal",
 ]
 
 #: Exit status for bad input (a bad value, key, preset or override; a missing optional package).
@@ -37,6 +38,17 @@ EXIT_SIGNAL_BASE = 128
 ERROR_FILE = "error.txt"
 #: Traceback of a multirun job that failed with an unexpected exception (not bad input).
 TRACEBACK_FILE = "traceback.txt"
+
+
+class TimeLimitSignal(BaseException):
+    """The scheduler's warning before a sweep job's time limit (submitit's signal, SIGUSR2),
+    raised in the job by the project's submitit launchers (rfscaling/studies/launcher.py). A
+    BaseException that the error boundary lets through: the launcher requeues the job, which
+    resumes from the run's last checkpoint."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"time-limit signal {signum}")
+        self.signum = signum
 
 
 class ConfigError(ValueError):

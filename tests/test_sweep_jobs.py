@@ -1,0 +1,203 @@
+"""Sweeps through the submitit launchers survive what clusters do to jobs (issue 17).
+
+With ``hydra/launcher=slurm_local`` (submitit's local executor with the project's bookkeeping,
+rfscaling/studies/launcher.py; no cluster needed):
+
+* a job's process killed with SIGKILL mid-run: the sweep command ends with the full index, the job
+  listed ``killed`` with a reason, the other job's results intact, exit status 1, no traceback;
+* the time-limit signal (SIGUSR2, what SLURM sends ``signal_delay_s`` before the limit): the job
+  is requeued, resumes from its checkpoint, and ends with the files of an uninterrupted run; with
+  ``max_num_timeout=0`` it is listed ``timeout`` instead;
+* re-running the sweep into its directory submits nothing for the finished jobs.
+
+"Mid-run" is a point the run chose (``RFSCALING_PAUSE_AT_EVAL``: the run stops itself with
+SIGSTOP after that evaluation, rfscaling/hooks/pause.py), never a guess with a sleep. The signal
+is sent by the test, as submitit's local controller or SLURM would send it.
+
+Slow and opt-in, skipped where ``sbatch`` is absent or no cluster answers: the same on a real
+SLURM cluster (docs/studies.md has a single-node recipe), with one job ``scancel``ed and one
+``kill -9``ed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rfscaling.hooks.pause import PAUSE_ENV
+from rfscaling.studies.launcher import job_status
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["model.N=32", "ensemble.datasets=2", "ensemble.replicas=2", "dynamics.t_max=3", "dynamics.n_evals=6",
+        "device=cpu", "hooks.progress=false", "hooks.tensorboard=false"]
+PAUSE_AT = 2  # of the 6 evaluations
+
+
+def _env(**extra: str) -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="0", PYTHONPATH=str(REPO), **extra)
+
+
+def _sweep(args: list[str], cwd: Path, pause: bool) -> subprocess.Popen:
+    env = _env(**{PAUSE_ENV: str(PAUSE_AT)}) if pause else _env()
+    return subprocess.Popen([sys.executable, "-m", "rfscaling.train", "-m", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _job_file(sweep: Path, num: int) -> Path:
+    found = list(sweep.glob(f"{num:03d}_*/job.json"))
+    return found[0] if found else sweep / f"{num:03d}_none" / "job.json"
+
+
+def _stopped(pid: int) -> bool:
+    try:  # field 3 of /proc/<pid>/stat: "T" stopped by a signal
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+def _paused_pids(sweep: Path, nums: list[int], proc: subprocess.Popen, timeout: float = 300.0) -> dict[int, int]:
+    """Wait until each job's process has stopped itself at evaluation PAUSE_AT; {num: pid}."""
+    t0 = time.monotonic()
+    while True:
+        pids = {}
+        for n in nums:
+            try:
+                pids[n] = json.loads(_job_file(sweep, n).read_text())["pid"]
+            except (OSError, ValueError, KeyError):
+                pass
+        if len(pids) == len(nums) and all(_stopped(p) for p in pids.values()):
+            return pids
+        if proc.poll() is not None:
+            pytest.fail(f"sweep ended (rc={proc.returncode}) before its jobs paused:\n{proc.stderr.read()[-3000:]}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            pytest.fail("timed out waiting for the jobs to pause")
+        time.sleep(0.05)
+
+
+def _index(sweep: Path) -> pd.DataFrame:
+    return pd.read_csv(sweep / "index.csv", keep_default_na=False).set_index("job")
+
+
+def test_status_from_scheduler_states():
+    """SLURM's states (scontrol's JobState, sacct's State) and submitit's local ones."""
+    assert job_status("CANCELLED by 0") == job_status("CANCELLED") == "cancelled"
+    assert job_status("TIMEOUT") == job_status("DEADLINE") == "timeout"
+    for state in ("FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "COMPLETED", "FINISHED",
+                  "INTERRUPTED"):
+        assert job_status(state) == "killed", state
+    assert job_status("UNKNOWN") == job_status("") == "missing"
+
+
+def test_killed_job_is_listed_and_the_others_kept(tmp_path):
+    """Job 0's process is killed (SIGKILL) at evaluation 2; job 1 goes on. The sweep ends with
+    the index listing job 0 as killed and job 1 ok with its full curve; exit 1; no traceback.
+    Re-run into the same directory: job 1 is not submitted again (skipped), job 0 runs."""
+    sweep = tmp_path / "sweep"
+    args = ["hydra/launcher=slurm_local", "data.P=12,16", *TINY, f"hydra.sweep.dir={sweep}"]
+    proc = _sweep(args, tmp_path, pause=True)
+    pids = _paused_pids(sweep, [0, 1], proc)
+    os.kill(pids[0], signal.SIGKILL)
+    os.kill(pids[1], signal.SIGCONT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "sweep index: 1 ok, 0 failed, 0 skipped, 1 killed" in out, out
+    assert err.strip().splitlines()[-1].startswith("error: 1 job(s) of the sweep failed; see ")
+    idx = _index(sweep)
+    assert list(idx["status"]) == ["killed", "ok"]
+    assert "ended without a result" in idx.loc[0, "error"]
+    assert idx.loc[1, "error"] == "" and float(idx.loc[1, "E_g"]) > 0
+    job1 = Path(idx.loc[1, "run_dir"])
+    assert pd.read_csv(job1 / "metrics.csv")["time"].iloc[-1] >= 3.0  # ran to t_max
+    assert json.loads((job1 / "summary.json").read_text())["final"]["E_g"] == pytest.approx(float(idx.loc[1, "E_g"]))
+    assert "final t=" in (job1 / "output.log").read_text()  # the job's own output in its folder
+    assert json.loads((sweep / "index.json").read_text())["jobs"][0]["status"] == "killed"
+
+    again = subprocess.run([sys.executable, "-m", "rfscaling.train", "-m", *args], cwd=tmp_path, env=_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 of 2 jobs to run (1 finished before)" in again.stdout + again.stderr
+    assert list(_index(sweep)["status"]) == ["ok", "skipped"]
+    assert len(list((sweep / ".submitit").glob("*/*_submitted.pkl"))) == 3  # 2 + 1 submissions
+
+
+def _metrics(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "metrics.csv")
+
+
+@pytest.mark.parametrize("requeues", [1, 0])
+def test_time_limit_signal_requeues_and_resumes(tmp_path, requeues):
+    """SIGUSR2 at evaluation 2 (timeout_min=5: the real limit is never reached; the signal is
+    the test's, as the scheduler's would be): with one requeue allowed the job restarts from its
+    checkpoint and ends with metrics.csv equal, to the bit, to that of an uninterrupted run of
+    the same configuration; with none allowed it is listed as timeout (exit 1, no traceback)."""
+    sweep = tmp_path / "sweep"
+    args = ["data.P=12", *TINY, "hooks.checkpoint.enabled=true", "hooks.checkpoint.every=1"]
+    proc = _sweep(["hydra/launcher=slurm_local", "hydra.launcher.timeout_min=5",
+                   f"hydra.launcher.max_num_timeout={requeues}", *args, f"hydra.sweep.dir={sweep}"], tmp_path,
+                  pause=True)
+    pid = _paused_pids(sweep, [0], proc)[0]
+    os.kill(pid, signal.SIGUSR2)
+    os.kill(pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=300)
+    assert "Traceback" not in err, err[-3000:]
+    idx = _index(sweep)
+    rec = json.loads(_job_file(sweep, 0).read_text())
+    if requeues == 0:
+        assert proc.returncode == 1 and idx.loc[0, "status"] == "timeout", err[-3000:]
+        assert "timed-out too many times" in idx.loc[0, "error"]
+        return
+    assert proc.returncode == 0, err[-3000:]
+    assert idx.loc[0, "status"] == "ok" and rec["attempt"] == 2  # requeued once
+    run_dir = Path(idx.loc[0, "run_dir"])
+    assert "resuming from checkpoint at step" in (run_dir / "train.log").read_text()
+    ref = tmp_path / "ref"
+    p = subprocess.run([sys.executable, "-m", "rfscaling.train", *args, f"hydra.run.dir={ref}"], cwd=tmp_path,
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    pd.testing.assert_frame_equal(_metrics(run_dir), _metrics(ref), check_exact=True)
+    a, b = (json.loads((d / "summary.json").read_text())["final"] for d in (run_dir, ref))
+    assert a == b
+
+
+def _slurm_available() -> bool:
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _slurm_available(), reason="no SLURM cluster (sbatch/sinfo) here")
+def test_real_slurm_cluster_cancel_and_kill(tmp_path):
+    """A 3-job sweep on the SLURM cluster of this machine (docs/studies.md): at evaluation 2 job
+    0 is scancel'ed, job 1's process is kill -9'ed, job 2 goes on. The index names both with
+    SLURM's reason, job 2 is ok, exit 1, no traceback. The sweep dir must be on a file system the
+    nodes share: here, the test's tmp_path (one machine)."""
+    sweep = tmp_path / "sweep"
+    args = ["hydra/launcher=slurm", "hydra.launcher.poll_s=2", "hydra.launcher.timeout_min=10",
+            "data.P=12,16,20", *TINY, f"hydra.sweep.dir={sweep}"]
+    proc = _sweep(args, REPO, pause=True)  # the jobs import the plugin from the repository
+    pids = _paused_pids(sweep, [0, 1, 2], proc, timeout=600)
+    slurm0 = json.loads(_job_file(sweep, 0).read_text())["slurm_job"]
+    subprocess.run(["scancel", slurm0], check=True)
+    os.kill(pids[1], signal.SIGKILL)
+    os.kill(pids[2], signal.SIGCONT)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+    idx = _index(sweep)
+    assert list(idx["status"]) == ["cancelled", "killed", "ok"], idx[["status", "error"]]
+    assert idx.loc[0, "error"].startswith(f"SLURM job {slurm0}: CANCELLED")
+    assert "FAILED" in idx.loc[1, "error"]
