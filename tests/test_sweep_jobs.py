@@ -88,6 +88,29 @@ def _index(sweep: Path) -> pd.DataFrame:
     return pd.read_csv(sweep / "index.csv", keep_default_na=False).set_index("job")
 
 
+@pytest.mark.parametrize("preset,executor", [("slurm", "Slurm"), ("slurm_local", "Local")])
+def test_presets_select_the_projects_launchers(preset, executor):
+    """Both presets compose to the project's launcher with its options; a checkpoint at every
+    evaluation for every job (what a requeued job resumes from)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rfscaling.config import CONF_DIR, register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=[f"hydra/launcher={preset}", "hydra.launcher.missing_after_min=2"],
+                          return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == f"hydra_plugins.rfscaling_launcher.{executor}Launcher"
+    assert launcher.max_num_timeout == 3 and launcher.missing_after_min == 2
+    assert list(launcher.job_overrides) == ["hooks.checkpoint.enabled=true", "hooks.checkpoint.every=1"]
+
+
 def test_status_from_scheduler_states():
     """SLURM's states (scontrol's JobState, sacct's State) and submitit's local ones."""
     assert job_status("CANCELLED by 0") == job_status("CANCELLED") == "cancelled"
@@ -96,6 +119,20 @@ def test_status_from_scheduler_states():
                   "INTERRUPTED"):
         assert job_status(state) == "killed", state
     assert job_status("UNKNOWN") == job_status("") == "missing"
+
+
+def test_analysis_names_left_out_jobs_in_one_line(tmp_path):
+    if str(REPO) not in sys.path:  # the analysis scripts live next to the package
+        sys.path.insert(0, str(REPO))
+    from analysis.common import MAX_NAMED, left_out_line
+
+    runs = pd.DataFrame({"job": [0, 1, 2, 3], "status": ["ok", "killed", "skipped", "missing"]})
+    line = left_out_line(runs, tmp_path)
+    assert line == (f"warning: 2 of 4 jobs left out (did not finish): job 1 killed, job 3 missing; "
+                    f"see {tmp_path / 'index.csv'}")
+    assert left_out_line(runs[runs.status.isin(["ok", "skipped"])], tmp_path) is None
+    many = pd.DataFrame({"job": range(MAX_NAMED + 3), "status": "timeout"})
+    assert left_out_line(many, tmp_path).count("timeout") == MAX_NAMED and " and 3 more;" in left_out_line(many, tmp_path)
 
 
 def test_killed_job_is_listed_and_the_others_kept(tmp_path):
@@ -187,14 +224,15 @@ def test_real_slurm_cluster_cancel_and_kill(tmp_path):
     SLURM's reason, job 2 is ok, exit 1, no traceback. The sweep dir must be on a file system the
     nodes share: here, the test's tmp_path (one machine)."""
     sweep = tmp_path / "sweep"
-    args = ["hydra/launcher=slurm", "hydra.launcher.poll_s=2", "hydra.launcher.timeout_min=10",
+    args = ["hydra/launcher=slurm", "hydra.launcher.poll_s=2", "hydra.launcher.timeout_min=10", "hydra.launcher.mem_gb=1",
             "data.P=12,16,20", *TINY, f"hydra.sweep.dir={sweep}"]
     proc = _sweep(args, REPO, pause=True)  # the jobs import the plugin from the repository
-    pids = _paused_pids(sweep, [0, 1, 2], proc, timeout=600)
+    # one job at a time: the cluster may have a single core free
+    _paused_pids(sweep, [0], proc, timeout=600)
     slurm0 = json.loads(_job_file(sweep, 0).read_text())["slurm_job"]
     subprocess.run(["scancel", slurm0], check=True)
-    os.kill(pids[1], signal.SIGKILL)
-    os.kill(pids[2], signal.SIGCONT)
+    os.kill(_paused_pids(sweep, [1], proc, timeout=600)[1], signal.SIGKILL)
+    os.kill(_paused_pids(sweep, [2], proc, timeout=600)[2], signal.SIGCONT)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
     idx = _index(sweep)
