@@ -187,7 +187,8 @@ def test_analysis_names_left_out_jobs_in_one_line(tmp_path):
                     f"see {tmp_path / 'index.csv'}")
     assert left_out_line(runs[runs.status.isin(["ok", "skipped"])], tmp_path) is None
     many = pd.DataFrame({"job": range(MAX_NAMED + 3), "status": "timeout"})
-    assert left_out_line(many, tmp_path).count("timeout") == MAX_NAMED and " and 3 more;" in left_out_line(many, tmp_path)
+    line = left_out_line(many, tmp_path)
+    assert line.count("timeout") == MAX_NAMED and " and 3 more;" in line
 
 
 def test_killed_job_is_listed_and_the_others_kept(tmp_path):
@@ -241,7 +242,7 @@ def test_time_limit_signal_requeues_and_resumes(tmp_path, requeues):
     pid = _paused_pids(sweep, [0], proc)[0]
     os.kill(pid, signal.SIGUSR2)
     os.kill(pid, signal.SIGCONT)
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     assert "Traceback" not in err, err[-3000:]
     idx = _index(sweep)
     rec = json.loads(_job_file(sweep, 0).read_text())
@@ -279,8 +280,8 @@ def test_real_slurm_cluster_cancel_and_kill(tmp_path):
     SLURM's reason, job 2 is ok, exit 1, no traceback. The sweep dir must be on a file system the
     nodes share: here, the test's tmp_path (one machine)."""
     sweep = tmp_path / "sweep"
-    args = ["hydra/launcher=slurm", "hydra.launcher.poll_s=2", "hydra.launcher.timeout_min=10", "hydra.launcher.mem_gb=1",
-            "data.P=12,16,20", *TINY, f"hydra.sweep.dir={sweep}"]
+    args = ["hydra/launcher=slurm", "hydra.launcher.poll_s=2", "hydra.launcher.timeout_min=10",
+            "hydra.launcher.mem_gb=1", "data.P=12,16,20", *TINY, f"hydra.sweep.dir={sweep}"]
     proc = _sweep(args, REPO, pause=True)  # the jobs import the plugin from the repository
     # one job at a time: the cluster may have a single core free
     _paused_pids(sweep, [0], proc, timeout=600)
@@ -288,7 +289,7 @@ def test_real_slurm_cluster_cancel_and_kill(tmp_path):
     subprocess.run(["scancel", slurm0], check=True)
     os.kill(_paused_pids(sweep, [1], proc, timeout=600)[1], signal.SIGKILL)
     os.kill(_paused_pids(sweep, [2], proc, timeout=600)[2], signal.SIGCONT)
-    out, err = proc.communicate(timeout=600)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
     idx = _index(sweep)
     assert list(idx["status"]) == ["cancelled", "killed", "ok"], idx[["status", "error"]]

@@ -318,11 +318,13 @@ class _Tee:
         self._stream, self._copy = stream, copy
 
     def write(self, text: str) -> int:
-        self._copy.write(text)
+        if not self._copy.closed:  # a logging handler may outlive the job's block
+            self._copy.write(text)
         return self._stream.write(text)
 
     def flush(self) -> None:
-        self._copy.flush()
+        if not self._copy.closed:
+            self._copy.flush()
         self._stream.flush()
 
     def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, ...: the real stream's
