@@ -122,11 +122,10 @@ def test_status_from_scheduler_states():
 
 
 class _FakeJob:
-    """A submitted job as the launcher sees it: an id, a result file that never appears, and
-    sacct's state (``UNKNOWN`` on a cluster without accounting)."""
+    """A submitted job as the launcher sees it: an id and a result file that never appears."""
 
-    def __init__(self, job_id: str, folder: Path, state: str = "UNKNOWN") -> None:
-        self.job_id, self.state = job_id, state
+    def __init__(self, job_id: str, folder: Path) -> None:
+        self.job_id = job_id
         self.paths = type("Paths", (), {"result_pickle": folder / f"{job_id}_result.pkl"})()
 
 
@@ -148,25 +147,29 @@ def _slurm_launcher(records: dict, **options):
 
 
 def test_jobs_the_scheduler_lost_are_missing_after_the_documented_time(tmp_path, monkeypatch):
-    """No accounting (sacct: UNKNOWN) and scontrol has forgotten the job: ``missing`` once
-    ``missing_after_min`` has passed since it was first seen so (0 here: at the first look), with
-    the reason; a job scontrol still reports as ended gets its status from scontrol's state."""
+    """Ended without a result: the status from scontrol's state while it remembers the job, else
+    from sacct's; a job neither knows (no accounting, scontrol forgot it) is ``missing`` once
+    ``missing_after_min`` has passed since it was first seen so (0 here: at the first look)."""
     from rfscaling.studies import launcher as launcher_module
     from rfscaling.studies.launcher import _Job
     from rfscaling.studies.sweep import read_job
 
     monkeypatch.setattr(launcher_module, "RESULT_GRACE_S", 0.0)
+    sacct = {"7_2": ("CANCELLED by 0", "0:0")}
+    monkeypatch.setattr(launcher_module, "_sacct", lambda job_id: sacct.get(job_id, ("UNKNOWN", "")))
     records = {"7_1": {"JobState": "OUT_OF_MEMORY", "Reason": "OutOfMemory", "ExitCode": "0:125",
                        "RunTime": "00:00:09", "TimeLimit": "01:00:00"}}
     launcher = _slurm_launcher(records, missing_after_min=0.0, poll_s=0.0)
     assert launcher.params == {}  # the project's options are not handed to submitit
-    plan = {n: _Job(n, [f"seed={n}"], tmp_path / f"{n:03d}", False) for n in (0, 1)}
-    jobs = {0: _FakeJob("7_0", tmp_path), 1: _FakeJob("7_1", tmp_path)}
-    assert launcher._wait(jobs, plan) == {0: None, 1: None}
-    lost, oom = read_job(plan[0].job_dir), read_job(plan[1].job_dir)
+    plan = {n: _Job(n, [f"seed={n}"], tmp_path / f"{n:03d}", False) for n in (0, 1, 2)}
+    jobs = {n: _FakeJob(f"7_{n}", tmp_path) for n in plan}
+    assert launcher._wait(jobs, plan) == {0: None, 1: None, 2: None}
+    lost, oom, cancelled = (read_job(plan[n].job_dir) for n in plan)
     assert lost["status"] == "missing" and lost["overrides"] == ["seed=0"]
     assert lost["error"] == "SLURM job 7_0: unknown to scontrol and sacct; no result 0 min later (missing_after_min)"
     assert oom["status"] == "killed" and oom["error"].startswith("SLURM job 7_1: OUT_OF_MEMORY (reason OutOfMemory")
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["error"] == "SLURM job 7_2: CANCELLED by 0 (exit code 0:0, sacct)"
 
 
 def test_a_pending_array_line_covers_its_tasks():

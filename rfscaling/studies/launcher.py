@@ -14,7 +14,7 @@ array tasks go on. :class:`SweepJobs` (mixed into the plugin's two launchers in
   scheduler's reason as its error line, in its ``job.json`` (:func:`rfscaling.studies.sweep.record_job`);
   the sweep index is then written as after any multirun, and the app exits with status 1.
   SLURM's account of a job comes from ``scontrol show job`` while the controller remembers it
-  (``MinJobAge``, 300 s by default), else from ``sacct`` (submitit's watcher). On a cluster
+  (``MinJobAge``, 300 s by default), else from ``sacct``. On a cluster
   without accounting a job that neither knows, and that left no result, is ``missing`` after
   ``missing_after_min`` (10 min by default).
 * :meth:`SweepJobs.__call__` (inside the job): the time-limit warning (submitit's signal,
@@ -221,15 +221,10 @@ class SweepJobs:
             return record.get("JobState", "UNKNOWN"), (
                 f"SLURM job {job.job_id}: {record.get('JobState')} (reason {record.get('Reason')}, exit code "
                 f"{record.get('ExitCode')}, run time {record.get('RunTime')} of {record.get('TimeLimit')})")
-        quiet = logging.getLogger("submitit")  # no sacct on clusters without accounting: its warning at every look
-        level, quiet.level = quiet.level, logging.ERROR
-        try:
-            state = str(job.state)
-        finally:
-            quiet.level = level
+        state, exit_code = _sacct(str(job.job_id))
         if job_status(state) == "missing":
             return "UNKNOWN", f"SLURM job {job.job_id}: unknown to scontrol and sacct"
-        return state, f"SLURM job {job.job_id}: {state} (sacct)"
+        return state, f"SLURM job {job.job_id}: {state} (exit code {exit_code}, sacct)"
 
     @staticmethod
     def _slurm_records() -> dict[str, dict]:
@@ -250,6 +245,20 @@ class SweepJobs:
             for task in _task_ids(tasks):  # a pending array's tasks share one line: 3-7%64
                 records[f"{array}_{task}"] = fields
         return records
+
+
+def _sacct(job_id: str) -> tuple[str, str]:
+    """(state, exit code) of a job from ``sacct``; ("UNKNOWN", "") where sacct fails (no
+    accounting: "Slurm accounting storage is disabled") or does not know the job."""
+    try:
+        text = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", "--jobs", job_id,
+                               "--format", "State,ExitCode"], capture_output=True, text=True, timeout=60,
+                              check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "UNKNOWN", ""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    state, _, exit_code = (lines[-1] if lines else "UNKNOWN|").partition("|")
+    return state, exit_code
 
 
 def _task_ids(spec: str) -> Iterator[int]:
