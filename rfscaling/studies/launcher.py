@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 OPTIONS = {"missing_after_min": 10.0, "poll_s": 10.0, "job_overrides": ()}
 #: Everything a job printed (stdout and stderr), in its job directory.
 OUTPUT_LOG = "output.log"
-#: Seconds a job that ended may take to leave its result file (submitit waits as long).
+#: Seconds a SLURM job that ended may take to show its result file (submitit waits as long).
 RESULT_GRACE_S = 15.0
 #: SLURM job states of a job that has not ended (a requeued job passes through some of them).
 ACTIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
@@ -205,7 +205,9 @@ class SweepJobs:
             return
         first = ended.setdefault(j.num, time.monotonic())
         unknown = job_status(state) == "missing"
-        if time.monotonic() - first < (self.missing_after_s if unknown else RESULT_GRACE_S):
+        # a local job's result is written before its process ends; a cluster's file system may lag
+        grace = self.missing_after_s if unknown else RESULT_GRACE_S if self._EXECUTOR == "slurm" else 0.0
+        if time.monotonic() - first < grace:
             return
         if unknown:
             reason += f"; no result {self.missing_after_s / 60:g} min later (missing_after_min)"
