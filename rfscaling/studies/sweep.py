@@ -237,9 +237,7 @@ def record_job(job_dir: str | os.PathLike, num: int, overrides: list[str], statu
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     rec = read_job(job_dir) or {"job": num, "overrides": list(overrides), "started": time.time()}
-    rec.update(status=status, error=error, ended=time.time())
-    if status == "skipped":  # counted in this sweep's index (build_index's ``since``)
-        rec["started"] = rec["ended"]
+    rec.update(status=status, error=error, ended=time.time())  # ended: in this sweep's index (``since``)
     _atomic_json(job_dir / JOB_FILE, rec)
 
 
@@ -283,10 +281,10 @@ def build_index(sweep_dir: str | os.PathLike, since: Optional[float] = None) -> 
     rows = []
     for job_dir in _job_dirs(sweep_dir):
         rec = read_job(job_dir)
-        if since is not None:
-            started = rec.get("started") if rec else None
-            mtime = (job_dir / ".hydra" / "hydra.yaml").stat().st_mtime if started is None else 0.0
-            if (started if started is not None else mtime) < since - 1.0:
+        if since is not None:  # touched by this sweep: started, or accounted for by its launcher
+            stamps = [t for t in ((rec or {}).get("started"), (rec or {}).get("ended")) if t is not None]
+            stamp = max(stamps) if stamps else (job_dir / ".hydra" / "hydra.yaml").stat().st_mtime
+            if stamp < since - 1.0:
                 continue
         summary = None
         try:
