@@ -14,9 +14,9 @@ rfscaling/studies/launcher.py; no cluster needed):
 SIGSTOP after that evaluation, rfscaling/hooks/pause.py), never a guess with a sleep. The signal
 is sent by the test, as submitit's local controller or SLURM would send it.
 
-Slow and opt-in, skipped where ``sbatch`` is absent or no cluster answers: the same on a real
-SLURM cluster (docs/studies.md has a single-node recipe), with one job ``scancel``ed and one
-``kill -9``ed.
+Slow and opt-in, skipped where ``sbatch`` is absent or no cluster answers, on a real SLURM
+cluster (docs/studies.md has a single-node recipe): a sweep with one job ``scancel``ed and one
+``kill -9``ed; a job past its time limit, requeued by SLURM's own signal.
 """
 
 from __future__ import annotations
@@ -298,3 +298,43 @@ def test_real_slurm_cluster_cancel_and_kill(tmp_path):
     assert list(idx["status"]) == ["cancelled", "killed", "ok"], idx[["status", "error"]]
     assert idx.loc[0, "error"].startswith(f"SLURM job {slurm0}: CANCELLED")
     assert "FAILED" in idx.loc[1, "error"]
+
+
+def _usr2_pending(pid: int) -> bool:
+    try:
+        masks = [ln.split()[1] for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                 if ln.startswith(("SigPnd:", "ShdPnd:"))]
+    except OSError:
+        return False
+    return any(int(m, 16) >> (signal.SIGUSR2 - 1) & 1 for m in masks)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _slurm_available(), reason="no SLURM cluster (sbatch/sinfo) here")
+def test_real_slurm_time_limit_requeues_and_resumes(tmp_path):
+    """One job with a 3 min limit and SLURM's warning 60 s before it; the job pauses itself at
+    evaluation 2 and is continued once SLURM's SIGUSR2 is pending (SLURM itself sends SIGCONT
+    with it on the single-node cluster). The job is requeued, resumes from its checkpoint and
+    ends with the metrics.csv of an uninterrupted run. About 5 min (SLURM starts a requeued job
+    again only after about 2 min)."""
+    sweep = tmp_path / "sweep"
+    args = ["data.P=12", *TINY]
+    proc = _sweep(["hydra/launcher=slurm", "hydra.launcher.poll_s=2", "hydra.launcher.mem_gb=1",
+                   "hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=60", *args,
+                   f"hydra.sweep.dir={sweep}"], REPO, pause=True)
+    pid = _paused_pids(sweep, [0], proc, timeout=600)[0]
+    t0 = time.monotonic()
+    while proc.poll() is None and time.monotonic() - t0 < 900:
+        if _stopped(pid) and _usr2_pending(pid):
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.2)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
+    run_dir = Path(_index(sweep).loc[0, "run_dir"])
+    assert json.loads(_job_file(sweep, 0).read_text())["attempt"] == 2
+    assert "resuming from checkpoint at step" in (run_dir / "train.log").read_text()
+    ref = tmp_path / "ref"
+    p = subprocess.run([sys.executable, "-m", "rfscaling.train", *args, "hooks.checkpoint.enabled=true",
+                        f"hydra.run.dir={ref}"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    pd.testing.assert_frame_equal(_metrics(run_dir), _metrics(ref), check_exact=True)

@@ -1,5 +1,5 @@
 """What the sweeps' submitit launchers add to Hydra's submitit plugin (``hydra/launcher=slurm``,
-``hydra/launcher=submitit_local``): a sweep survives what clusters do to jobs every day.
+``hydra/launcher=slurm_local``): a sweep survives what clusters do to jobs every day.
 
 The plugin's launcher waits for its jobs with ``[j.results()[0] for j in jobs]``: the first job
 that SLURM cancels or kills (``scancel``, out of memory, node failure, ``kill -9``) raises
@@ -14,9 +14,9 @@ array tasks go on. :class:`SweepJobs` (mixed into the plugin's two launchers in
   scheduler's reason as its error line, in its ``job.json`` (:func:`rfscaling.studies.sweep.record_job`);
   the sweep index is then written as after any multirun, and the app exits with status 1.
   SLURM's account of a job comes from ``scontrol show job`` while the controller remembers it
-  (``MinJobAge``, 300 s by default), else from ``sacct``. On a cluster
-  without accounting a job that neither knows, and that left no result, is ``missing`` after
-  ``missing_after_min`` (10 min by default).
+  (``MinJobAge``, 300 s by default), else from ``sacct``. On a cluster without accounting a job
+  that neither knows, and that left no result, is ``missing`` after ``missing_after_min`` (10 min
+  by default).
 * :meth:`SweepJobs.__call__` (inside the job): the time-limit warning (submitit's signal,
   SIGUSR2, ``signal_delay_s`` before the limit) stops the run where it is; submitit's handler
   then requeues the job (at most ``max_num_timeout`` times), and the requeued job resumes from
