@@ -172,6 +172,16 @@ def test_jobs_the_scheduler_lost_are_missing_after_the_documented_time(tmp_path,
     assert cancelled["error"] == "SLURM job 7_2: CANCELLED by 0 (exit code 0:0, sacct)"
 
 
+def test_job_overrides_do_not_override_the_users_choice():
+    from rfscaling.studies.launcher import _with_defaults
+
+    defaults = ["hooks.checkpoint.enabled=true", "hooks.checkpoint.every=1"]
+    assert _with_defaults(["data.P=12", "hooks.checkpoint.every=5"], defaults) == [
+        "data.P=12", "hooks.checkpoint.every=5", "hooks.checkpoint.enabled=true"]
+    assert _with_defaults(["++hooks.checkpoint.enabled=false"], defaults) == [
+        "++hooks.checkpoint.enabled=false", "hooks.checkpoint.every=1"]
+
+
 def test_a_pending_array_line_covers_its_tasks():
     from rfscaling.studies.launcher import _task_ids
 

@@ -80,7 +80,8 @@ class _Job:
 class SweepJobs:
     """Mixin for the submitit plugin's ``LocalLauncher`` and ``SlurmLauncher`` (module docstring).
     Options of its own (popped before the plugin sees them): ``missing_after_min``, ``poll_s``
-    (seconds between looks at the jobs), ``job_overrides`` (added to every job's overrides)."""
+    (seconds between looks at the jobs), ``job_overrides`` (added to every job's overrides
+    unless the job sets the key itself)."""
 
     def __init__(self, **params: Any) -> None:
         from omegaconf import OmegaConf
@@ -138,7 +139,8 @@ class SweepJobs:
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        jobs = [self._plan(initial_job_idx + i, [*o, *self.job_overrides]) for i, o in enumerate(job_overrides)]
+        jobs = [self._plan(initial_job_idx + i, _with_defaults(list(o), self.job_overrides))
+                for i, o in enumerate(job_overrides)]
         for j in jobs:
             if j.finished:
                 record_job(j.job_dir, j.num, j.overrides, "skipped")
@@ -268,6 +270,16 @@ def _task_ids(spec: str) -> Iterator[int]:
         lo, _, hi = part.partition("-")
         if lo.isdigit() and (not hi or hi.isdigit()):
             yield from range(int(lo), int(hi or lo) + 1)
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def _with_defaults(overrides: list[str], defaults: list[str]) -> list[str]:
+    """``overrides`` plus those of ``defaults`` whose key they do not set (the user's choice wins)."""
+    keys = {_key(o) for o in overrides}
+    return overrides + [d for d in defaults if _key(d) not in keys]
 
 
 def _time_limit(signum: int, frame: Any) -> None:
