@@ -78,6 +78,10 @@ LAUNCHER_PACKAGES = {
     "submitit_slurm": ("hydra-submitit-launcher", "'rfscaling[slurm]'"),
     "submitit_local": ("hydra-submitit-launcher", "'rfscaling[slurm]'"),
     "joblib": ("hydra-joblib-launcher", "hydra-joblib-launcher"),
+    # hydra/launcher=slurm and slurm_local: the plugin above and hydra_plugins/rfscaling_launcher of
+    # the repository (found when the command starts from the repository root)
+    "rfscaling_submitit_slurm": ("hydra-submitit-launcher", "'rfscaling[slurm]', and start from the repository root"),
+    "rfscaling_submitit_local": ("hydra-submitit-launcher", "'rfscaling[slurm]', and start from the repository root"),
 }
 
 
