@@ -73,6 +73,7 @@ class MissingPackage(ValueError):
         super().__init__(f"{feature} needs the package {package}, which is not installed: pip install {pip}")
 
 
+_PLUGIN_AND_REPO = "hydra-submitit-launcher (and, started from the repository root, its hydra_plugins/)"
 #: Hydra launcher plugins by the name Hydra cannot load without them, and what installs them.
 LAUNCHER_PACKAGES = {
     "submitit_slurm": ("hydra-submitit-launcher", "'rfscaling[slurm]'"),
@@ -80,8 +81,8 @@ LAUNCHER_PACKAGES = {
     "joblib": ("hydra-joblib-launcher", "hydra-joblib-launcher"),
     # hydra/launcher=slurm and slurm_local: the plugin above and hydra_plugins/rfscaling_launcher of
     # the repository (found when the command starts from the repository root)
-    "rfscaling_submitit_slurm": ("hydra-submitit-launcher", "'rfscaling[slurm]', and start from the repository root"),
-    "rfscaling_submitit_local": ("hydra-submitit-launcher", "'rfscaling[slurm]', and start from the repository root"),
+    "rfscaling_submitit_slurm": (_PLUGIN_AND_REPO, "'rfscaling[slurm]'"),
+    "rfscaling_submitit_local": (_PLUGIN_AND_REPO, "'rfscaling[slurm]'"),
 }
 
 
