@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -49,17 +50,40 @@ def resolve_sweep(study: str, sweep_dir: Optional[Path]) -> Path:
 
 def successful(runs):
     """The rows of a run table (``rfscaling.studies.runs.load_runs``) whose job finished."""
-    return runs[runs["status"].isin(["ok", "skipped"])]
+    from rfscaling.studies.sweep import FINISHED
+
+    return runs[runs["status"].isin(FINISHED)]
+
+
+#: Jobs named in the line on left-out jobs; more are counted only.
+MAX_NAMED = 10
+
+
+def left_out_line(runs, sweep_dir: Path) -> Optional[str]:
+    """One line on the jobs that did not finish and are left out of an analysis (how many, and
+    which with their status), e.g. ``warning: 2 of 12 jobs left out (did not finish): job 3
+    killed, job 7 missing; see <sweep dir>/index.csv``; None when every job finished."""
+    bad = runs[~runs.index.isin(successful(runs).index)]
+    if bad.empty:
+        return None
+    named = [f"job {r.job} {r.status}" for r in bad.head(MAX_NAMED).itertuples()]
+    more = f" and {len(bad) - MAX_NAMED} more" if len(bad) > MAX_NAMED else ""
+    return (f"warning: {len(bad)} of {len(runs)} jobs left out (did not finish): {', '.join(named)}{more}; "
+            f"see {Path(sweep_dir) / 'index.csv'}")
 
 
 def load_successful(sweep_dir: Path):
-    """(all runs, finished runs) of a sweep; exits with one line when none finished."""
+    """(all runs, finished runs) of a sweep; exits with one line when none finished, and says
+    in one line on stderr which jobs are left out (:func:`left_out_line`)."""
     from rfscaling.studies.runs import load_runs
 
     runs = load_runs(sweep_dir)
     ok = successful(runs)
     if ok.empty:
         raise SystemExit(f"error: {sweep_dir}: no successful runs")
+    line = left_out_line(runs, sweep_dir)
+    if line:
+        print(line, file=sys.stderr, flush=True)
     return runs, ok
 
 

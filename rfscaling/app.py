@@ -26,9 +26,12 @@ a bad override is one line and status 2 before Hydra runs anything. A sweep (``d
 spoil the others. A job that fails (anything above but a signal) leaves its one line in
 ``<job dir>/error.txt`` (and the traceback of an unexpected exception in ``traceback.txt``),
 prints ``error: job <num> failed: <line>`` and returns, so the launcher carries on. A signal
-stops the whole sweep. After the sweep the app exits with status 1 and one line naming the sweep
-index ``index.csv``; the failures are counted by :class:`rfscaling.studies.sweep.SweepIndex`,
-which sees the jobs of every launcher, including those run in other processes.
+stops the whole sweep (with the SLURM launchers, only the job it was sent to: the launcher lists
+it as killed or cancelled, and :class:`~rfscaling.errors.TimeLimitSignal`, the time-limit
+warning, passes through to the launcher, which requeues the job). After the sweep the app exits
+with status 1 and one line naming the sweep index ``index.csv`` when any job did not finish; they
+are counted by :class:`rfscaling.studies.sweep.SweepIndex`, which sees the jobs of every
+launcher, including those run in other processes.
 
 ``HYDRA_FULL_ERROR=1`` bypasses all of this: Hydra's own behaviour, full tracebacks, and the
 first failed job aborts a sweep.
@@ -53,6 +56,7 @@ from rfscaling.errors import (
     EXIT_SIGNAL_BASE,
     EXIT_SWEEP_FAILED,
     TRACEBACK_FILE,
+    TimeLimitSignal,
     one_line,
 )
 
@@ -257,6 +261,8 @@ def _contained(task: Callable[[Any], Any], sweep: _Sweep) -> Callable[[Any], Any
     def job(cfg: Any) -> Any:
         try:
             return task(cfg)
+        except TimeLimitSignal:
+            raise  # the submitit launcher requeues the job (rfscaling/studies/launcher.py)
         except BaseException as exc:
             run_dir, num, multirun = _job_context()
             if isinstance(exc, SystemExit) and not multirun:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["ConfigError", "MissingPackage", "EXIT_BAD_INPUT", "EXIT_DIVERGED", "EXIT_SWEEP_FAILED",
-           "EXIT_SIGNAL_BASE", "ERROR_FILE", "TRACEBACK_FILE", "one_line"]
+           "EXIT_SIGNAL_BASE", "ERROR_FILE", "TRACEBACK_FILE", "one_line", "TimeLimitSignal"]
 
 #: Exit status for bad input (a bad value, key, preset or override; a missing optional package).
 EXIT_BAD_INPUT = 2
@@ -28,6 +28,17 @@ EXIT_SIGNAL_BASE = 128
 ERROR_FILE = "error.txt"
 #: Traceback of a multirun job that failed with an unexpected exception (not bad input).
 TRACEBACK_FILE = "traceback.txt"
+
+
+class TimeLimitSignal(BaseException):
+    """The scheduler's warning before a sweep job's time limit (submitit's signal, SIGUSR2),
+    raised in the job by the project's submitit launchers (rfscaling/studies/launcher.py). A
+    BaseException that the error boundary lets through: the launcher requeues the job, which
+    resumes from the run's last checkpoint."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"time-limit signal {signum}")
+        self.signum = signum
 
 
 class ConfigError(ValueError):
@@ -52,11 +63,16 @@ class MissingPackage(ValueError):
         super().__init__(f"{feature} needs the package {package}, which is not installed: pip install {pip}")
 
 
+_PLUGIN_AND_REPO = "hydra-submitit-launcher (and, started from the repository root, its hydra_plugins/)"
 #: Hydra launcher plugins by the name Hydra cannot load without them, and what installs them.
 LAUNCHER_PACKAGES = {
     "submitit_slurm": ("hydra-submitit-launcher", "'rfscaling[slurm]'"),
     "submitit_local": ("hydra-submitit-launcher", "'rfscaling[slurm]'"),
     "joblib": ("hydra-joblib-launcher", "hydra-joblib-launcher"),
+    # hydra/launcher=slurm and slurm_local: the plugin above and hydra_plugins/rfscaling_launcher of
+    # the repository (found when the command starts from the repository root)
+    "rfscaling_submitit_slurm": (_PLUGIN_AND_REPO, "'rfscaling[slurm]'"),
+    "rfscaling_submitit_local": (_PLUGIN_AND_REPO, "'rfscaling[slurm]'"),
 }
 
 

@@ -5,17 +5,23 @@ training app (``-m``, or an ``experiment=<name>`` preset, which sets ``hydra.mod
 ends with
 
 * ``<sweep dir>/index.csv`` and ``index.json`` -- per job: ``job`` (Hydra's job number),
-  ``status`` (``ok`` | ``failed`` | ``skipped`` | ``missing``), ``error`` (the one-line error of a
-  failed job), ``run_dir``, ``overrides`` (the job's overrides, space separated), one column per
-  overridden key, and the key numbers of its ``summary.json`` (final and early-stopping errors
-  with their standard errors and the DMFT values, compute, wall time);
-* a line on stdout ``sweep index: <n> ok, <n> failed, <n> skipped -> <sweep dir>/index.csv``.
+  ``status`` (below), ``error`` (the one-line error of a failed job, or the scheduler's reason
+  for a job that did not finish), ``run_dir``, ``overrides`` (the job's overrides, space
+  separated), one column per overridden key, and the key numbers of its ``summary.json`` (final
+  and early-stopping errors with their standard errors and the DMFT values, compute, wall time);
+* a line on stdout ``sweep index: <n> ok, <n> failed, <n> skipped[, <n> killed, ...] -> <sweep dir>/index.csv``.
 
-``skipped``: the job found a finished run of the same configuration in its directory (re-running
-a sweep into the same ``hydra.sweep.dir``) and did nothing. ``missing``: the job started but
-left no record (its process was killed). A failed job does not stop the sweep (the error
+Statuses: ``ok``; ``failed`` (the job raised: its line from ``error.txt``); ``skipped`` (a
+finished run of the same configuration was already in its directory: re-running a sweep into
+the same ``hydra.sweep.dir``; the submitit launchers skip these before submission); and, for a
+job that left no result, written by the submitit launchers (rfscaling/studies/launcher.py) from
+the scheduler's account: ``killed`` (its process died: ``kill -9``, out of memory, node
+failure), ``cancelled`` (``scancel``), ``timeout`` (past its time limit, requeued too often or
+not at all) and ``missing`` (the scheduler lost track of it; also any job found still
+``running`` when the index is rebuilt). A failed job does not stop the sweep (the error
 boundary in :mod:`rfscaling.app` writes ``<job dir>/error.txt`` and carries on); the app's exit
-status is 1 when any job failed or is missing: the boundary reads :attr:`SweepIndex.finished`.
+status is 1 when any job did not finish (every status but ``ok`` and ``skipped``): the boundary
+reads :attr:`SweepIndex.finished`.
 
 Each job also leaves ``<job dir>/job.json`` (written by the job's own process, so this works for
 every launcher: basic, joblib, submitit); the index is assembled from those files, so it can be
@@ -41,14 +47,16 @@ from hydra.experimental.callback import Callback
 
 from rfscaling.errors import ERROR_FILE, TRACEBACK_FILE
 
-__all__ = ["SweepIndex", "SweepResult", "build_index", "write_index", "summary_numbers", "JOB_FILE", "INDEX_CSV",
-           "INDEX_JSON", "STATUSES", "main"]
+__all__ = ["SweepIndex", "SweepResult", "build_index", "write_index", "summary_numbers", "record_job", "read_job",
+           "JOB_FILE", "INDEX_CSV", "INDEX_JSON", "STATUSES", "FINISHED", "counts_line", "main"]
 
 JOB_FILE = "job.json"
 INDEX_CSV = "index.csv"
 INDEX_JSON = "index.json"
 START_FILE = ".sweep_started"
-STATUSES = ("ok", "failed", "skipped", "missing")
+STATUSES = ("ok", "failed", "skipped", "killed", "cancelled", "timeout", "missing")
+#: Statuses of jobs that finished; any other makes the sweep's exit status 1.
+FINISHED = ("ok", "skipped")
 
 #: summary.json entries copied into the index: column -> path in the summary
 SUMMARY_COLUMNS = {
@@ -122,7 +130,7 @@ def _one_line(exc: Any) -> str:
 @dataclass(frozen=True)
 class SweepResult:
     """What one multirun ended with: the index written, the number of jobs, and how many of them
-    failed or left no result (status ``failed`` or ``missing``)."""
+    did not finish (any status but ``ok`` and ``skipped``)."""
 
     index: Path
     jobs: int
@@ -152,10 +160,12 @@ class SweepIndex(Callback):
             stale = job_dir / name
             if stale.exists():
                 stale.unlink()
+        earlier = read_job(job_dir) or {}  # a requeued job starts again in the same directory
         _atomic_json(job_dir / JOB_FILE, {
             "job": int(config.hydra.job.num), "status": "running", "error": None,
             "overrides": list(config.hydra.overrides.task), "started": time.time(), "ended": None,
-            "pid": os.getpid(), "host": os.uname().nodename,
+            "pid": os.getpid(), "host": os.uname().nodename, "slurm_job": _slurm_job(),
+            "attempt": int(earlier.get("attempt", 0)) + 1 if earlier.get("status") == "running" else 1,
         })
 
     def on_job_end(self, config, job_return, **kwargs: Any) -> None:
@@ -164,11 +174,8 @@ class SweepIndex(Callback):
         from hydra.core.utils import JobStatus
 
         job_dir = Path(str(config.hydra.runtime.output_dir))
-        try:
-            rec = json.loads((job_dir / JOB_FILE).read_text())
-        except (OSError, ValueError):
-            rec = {"job": int(config.hydra.job.num), "overrides": list(config.hydra.overrides.task),
-                   "started": None}
+        rec = read_job(job_dir) or {"job": int(config.hydra.job.num), "overrides": list(config.hydra.overrides.task),
+                                     "started": None}
         error = None
         value = getattr(job_return, "_return_value", None)
         if job_return.status == JobStatus.FAILED:  # escaped the error boundary (HYDRA_FULL_ERROR=1)
@@ -194,18 +201,53 @@ class SweepIndex(Callback):
             pass
         rows = build_index(sweep_dir, since=since)
         csv_path = write_index(sweep_dir, rows)
-        counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
-        extra = f", {counts['missing']} missing" if counts["missing"] else ""
-        print(f"sweep index: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped{extra} "
-              f"-> {csv_path}", flush=True)
-        SweepIndex.finished.append(SweepResult(csv_path, len(rows), counts["failed"] + counts["missing"]))
+        print(f"sweep index: {counts_line(rows)} -> {csv_path}", flush=True)
+        SweepIndex.finished.append(SweepResult(csv_path, len(rows), sum(r["status"] not in FINISHED for r in rows)))
+
+
+def _slurm_job() -> Optional[str]:
+    """The SLURM job this process runs in (``110_0`` for a task of array 110: what ``scancel``
+    takes), from SLURM's environment; None outside SLURM."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
+def counts_line(rows: list[dict]) -> str:
+    """``3 ok, 1 failed, 0 skipped, 1 killed``: ok, failed and skipped always, the others where
+    any job has them."""
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("ok", "failed", "skipped"))
+
+
+def read_job(job_dir: str | os.PathLike) -> Optional[dict]:
+    """The job's ``job.json`` (None where absent or unreadable)."""
+    try:
+        rec = json.loads((Path(job_dir) / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def record_job(job_dir: str | os.PathLike, num: int, overrides: list[str], status: str,
+               error: Optional[str] = None) -> None:
+    """Set the status (and error line) in a job's ``job.json``, keeping what the job wrote
+    itself; for the launchers, which account for jobs that left no result or never ran."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    rec = read_job(job_dir) or {"job": num, "overrides": list(overrides), "started": time.time()}
+    rec.update(status=status, error=error, ended=time.time())  # ended: in this sweep's index (``since``)
+    _atomic_json(job_dir / JOB_FILE, rec)
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
-    """Job directories below ``sweep_dir`` (any depth up to 3): those with ``.hydra/hydra.yaml``."""
+    """Job directories below ``sweep_dir`` (any depth up to 3): those with ``.hydra/hydra.yaml``,
+    or a ``job.json`` alone (a job the launcher accounted for that never started)."""
     out = []
     for depth in ("*", "*/*", "*/*/*"):
         out += [p.parent.parent for p in sweep_dir.glob(f"{depth}/.hydra/hydra.yaml")]
+        out += [p.parent for p in sweep_dir.glob(f"{depth}/{JOB_FILE}")]
     return sorted(set(out))
 
 
@@ -238,15 +280,11 @@ def build_index(sweep_dir: str | os.PathLike, since: Optional[float] = None) -> 
     sweep_dir = Path(sweep_dir)
     rows = []
     for job_dir in _job_dirs(sweep_dir):
-        rec = None
-        try:
-            rec = json.loads((job_dir / JOB_FILE).read_text())
-        except (OSError, ValueError):
-            pass
-        if since is not None:
-            started = rec.get("started") if rec else None
-            mtime = (job_dir / ".hydra" / "hydra.yaml").stat().st_mtime
-            if (started if started is not None else mtime) < since - 1.0:
+        rec = read_job(job_dir)
+        if since is not None:  # touched by this sweep: started, or accounted for by its launcher
+            stamps = [t for t in ((rec or {}).get("started"), (rec or {}).get("ended")) if t is not None]
+            stamp = max(stamps) if stamps else (job_dir / ".hydra" / "hydra.yaml").stat().st_mtime
+            if stamp < since - 1.0:
                 continue
         summary = None
         try:
@@ -254,7 +292,7 @@ def build_index(sweep_dir: str | os.PathLike, since: Optional[float] = None) -> 
         except (OSError, ValueError):
             pass
         error_file = job_dir / ERROR_FILE
-        if rec is not None and rec.get("status") in ("ok", "failed", "skipped"):
+        if rec is not None and rec.get("status") in STATUSES:
             status, error = rec["status"], rec.get("error")
         elif error_file.exists():
             status, error = "failed", None
@@ -315,7 +353,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     path = write_index(a.sweep_dir, rows)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     print(f"{len(rows)} jobs ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}) -> {path}")
-    return 1 if counts["failed"] or counts["missing"] else 0
+    return 1 if any(r["status"] not in FINISHED for r in rows) else 0
 
 
 if __name__ == "__main__":
