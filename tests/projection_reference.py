@@ -56,16 +56,18 @@ def draw_quantities(rng, lam, W, P, N, times, label_noise=0.0, weight_decay=0.0,
     B2 = B**2
     ph = _phi(h, t)                                                    # (T, N)
     with np.errstate(invalid="ignore"):
-        v = (ph * proj[None, :]) @ B.T - wstar[None, :]
+        mean = np.where(c[None, :] > 0, ph * proj[None, :], 0.0)      # null directions: proj = 0
+        v = mean @ B.T - wstar[None, :]
         out = {"bias": lam * v**2}
-        out["lab"] = label_noise * lam * ((ph**2 * c[None, :]) @ B2.T) if label_noise else np.zeros_like(v)
+        g_lab = np.where(c[None, :] > 0, ph**2 * c[None, :], 0.0)
+        out["lab"] = label_noise * lam * (g_lab @ B2.T) if label_noise else np.zeros_like(v)
         g_lan = temperature * _phi(h, 2.0 * t) if temperature else np.zeros_like(ph)
         out["lan"] = lam * (g_lan @ B2.T)
         with np.errstate(over="ignore"):
             g_init = init_variance * np.exp(-2.0 * np.where(h[None, :] > 0, t[:, None] * h[None, :], 0.0))
         out["init"] = lam * (g_init @ B2.T)
         U = Phi @ V                                                    # (P, N) = U_svd * sqrt(c)
-        resid = Xw[None, :] - (ph * proj[None, :]) @ U.T               # (T, P)
+        resid = Xw[None, :] - mean @ U.T                               # (T, P)
         rank = int(np.sum(c > 0))
         lab_train = label_noise * (np.sum(np.where(c > 0, (1.0 - ph * c) ** 2, 0.0), axis=1) + (P - rank))
         noise_train = np.sum(np.where(c > 0, c * (g_lan + g_init), 0.0), axis=1)
@@ -73,8 +75,10 @@ def draw_quantities(rng, lam, W, P, N, times, label_noise=0.0, weight_decay=0.0,
     return out
 
 
-def monte_carlo(lam, W, P, N, times, n_draws, seed=0, **noise):
-    """Means and standard errors over draws: dict key -> (mean, se); per-mode keys are (T, M)."""
+def monte_carlo(lam, W, P, N, times, n_draws, seed=0, bands=(), **noise):
+    """Means and standard errors over draws: dict key -> (mean, se); per-mode keys are (T, M),
+    totals ``<key>_total`` and ``E_g`` (T,), band sums ``<key>_band`` (T, len(bands)) for index
+    arrays ``bands`` (the per-draw sums, so that their standard errors are right)."""
     rng = np.random.default_rng(seed)
     acc = None
     for _ in range(n_draws):
@@ -82,6 +86,10 @@ def monte_carlo(lam, W, P, N, times, n_draws, seed=0, **noise):
         d["E_g"] = sum(d[k] for k in KEYS).sum(axis=1)
         for k in KEYS:
             d[k + "_total"] = d[k].sum(axis=1)
+        d["variance"] = d["lab"] + d["lan"] + d["init"]
+        for k in ("bias", "variance"):
+            d[k + "_band"] = np.stack([d[k][:, b].sum(axis=1) for b in bands], axis=1) if len(bands) else \
+                np.zeros((d[k].shape[0], 0))
         if acc is None:
             acc = {k: [np.zeros_like(x), np.zeros_like(x)] for k, x in d.items()}
         for k, x in d.items():

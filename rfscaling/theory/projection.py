@@ -150,6 +150,9 @@ def _limit_infinity(lam, lw, P, N, lab, wd, T, s0, tau2, AN):
     A = 1.0 / (kappa + lam)
     b = kappa * A
     n_m, p_m, g2, l1 = _real_terms(lam, P, N, kappa)
+    if wd == 0:  # the factor of z = q (P - df1) that vanishes at kappa(0+) is exactly 0
+        p_m = 0.0 if P <= min(N, M) else p_m
+        n_m = 0.0 if N <= min(P, M) else n_m
     q = kappa * n_m / N
     q_g2 = 0.0 if kappa == 0 else q / g2          # q / (1 - Gamma2); 0 when kappa = 0 (N = M ok)
     gl2, glw, gllw = np.sum(lam**2 * A**2), np.sum(lw * A**2), np.sum(lam * lw * A**2)
@@ -162,7 +165,7 @@ def _limit_infinity(lam, lw, P, N, lab, wd, T, s0, tau2, AN):
         Q = (omega - tau2) / (P - pg1) if omega != tau2 else 0.0
         R = 0.0 if kappa == 0 else (gllw + Q * l1) / (N * g2)
         bias = lam * b * b * (lw / lam + R) + lam**2 * A**2 * Q
-        dz = p_m + q_g2 * l1                           # (dz/dkappa) / (1 - Gamma2)
+        dz = np.float64(p_m + q_g2 * l1)               # (dz/dkappa) / (1 - Gamma2)
         var_lab = lab * lam * (A - q_g2 * A**2) / dz if lab > 0 else np.zeros(M)
         pinned = wd == 0 and P <= min(N, M)            # P - df1 = 0: data null space in teacher space
         if T == 0:
@@ -173,7 +176,7 @@ def _limit_infinity(lam, lw, P, N, lab, wd, T, s0, tau2, AN):
             var_lan = T * lam * A / p_m
         var_init = s0 * lam * q * A if (wd == 0 and P < min(N, M)) else np.zeros(M)
         # train error: derivatives in z of TB = Nu/De and of sum_D = (N - df1)/z (section 9.4)
-        dk_dz = 1.0 / (g2 * dz) if g2 > 0 else 0.0
+        dk_dz = np.float64(1.0) / (g2 * dz) if g2 > 0 else 0.0
         if wd > 0:
             nu, de = np.sum(lw * lam * A * AN), 1.0 - np.sum(lam**2 * A * AN) / N
             dnu, dde = -np.sum(lw * lam * A**2 * AN), np.sum(lam**2 * A**2 * AN) / N
