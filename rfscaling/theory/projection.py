@@ -286,15 +286,18 @@ def _window_modes(c: _Ctx, win: dict, mode: dict) -> None:
     }
     for key, Fk in F.items():
         mode[key][idx] = inv(Fk).T
-    kf = win["kf"]
-    Af = 1.0 / (kf[None, :] + lam[:, None])                                  # (M, 2n)
-    Bf = kf[None, :] * Af
+    # quadratic forms over the full contour [s, conj(s)] from the upper half alone: the kernels
+    # satisfy K(conj a, conj b) = conj K(a, b), so y^T K y = 2 Re sum_l (y_u [K_uu | K_ul])_l [y_u, conj y_u]_l
+    n = s.size
+    R_up, Q_up = win["R"][:n], win["Q"][:n]                                  # (n, 2n)
+    Au = A1                                                                  # z = wd + s: kappa = k1
+    Bu = k1[None, :] * Au
     for j, i in enumerate(idx):
-        e = win["ef"][None, :, j]
-        y, x = Bf * e, Af * e
-        beta = np.real(y.sum(axis=1))
-        quad_b = np.real(np.sum((y @ win["R"]) * y, axis=1))
-        quad_a = np.real(np.sum((x @ win["Q"]) * x, axis=1))
+        e = win["ef"][None, :n, j]
+        y, x = Bu * e, Au * e
+        beta = 2.0 * np.real(y.sum(axis=1))
+        quad_b = 2.0 * np.real(np.sum((y @ R_up) * np.concatenate([y, np.conj(y)], axis=1), axis=1))
+        quad_a = 2.0 * np.real(np.sum((x @ Q_up) * np.concatenate([x, np.conj(x)], axis=1), axis=1))
         mode["bias"][i] = c.lw * beta**2 + lam * quad_b + lam**2 * quad_a
 
 
