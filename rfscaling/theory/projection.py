@@ -287,18 +287,21 @@ def _window_modes(c: _Ctx, win: dict, mode: dict) -> None:
     for key, Fk in F.items():
         mode[key][idx] = inv(Fk).T
     # quadratic forms over the full contour [s, conj(s)] from the upper half alone: the kernels
-    # satisfy K(conj a, conj b) = conj K(a, b), so y^T K y = 2 Re sum_l (y_u [K_uu | K_ul])_l [y_u, conj y_u]_l
+    # satisfy K(conj a, conj b) = conj K(a, b), so y^T K y = 2 Re[y^T K_uu y + y^T K_ul conj(y)]
+    # = 2 sum_l [Re(y K+)_l Re y_l + Im(y K-)_l Im y_l] with K+ = K_uu + K_ul, K- = K_ul - K_uu
     n = s.size
-    R_up, Q_up = win["R"][:n], win["Q"][:n]                                  # (n, 2n)
-    Au = A1                                                                  # z = wd + s: kappa = k1
-    Bu = k1[None, :] * Au
+    kern = [(K[:n, :n] + K[:n, n:], K[:n, n:] - K[:n, :n]) for K in (win["R"], win["Q"])]
+    Bu = k1[None, :] * A1                                                    # z = wd + s: kappa = k1
+    dot = lambda a, b: np.einsum("ij,ij->i", a, b)                          # noqa: E731
+
+    def quad(y, K):
+        return 2.0 * (dot((y @ K[0]).real, y.real) + dot((y @ K[1]).imag, y.imag))
+
     for j, i in enumerate(idx):
         e = win["ef"][None, :n, j]
-        y, x = Bu * e, Au * e
-        beta = 2.0 * np.real(y.sum(axis=1))
-        quad_b = 2.0 * np.real(np.sum((y @ R_up) * np.concatenate([y, np.conj(y)], axis=1), axis=1))
-        quad_a = 2.0 * np.real(np.sum((x @ Q_up) * np.concatenate([x, np.conj(x)], axis=1), axis=1))
-        mode["bias"][i] = c.lw * beta**2 + lam * quad_b + lam**2 * quad_a
+        y, x = Bu * e, A1 * e
+        beta = 2.0 * y.real.sum(axis=1)
+        mode["bias"][i] = c.lw * beta**2 + lam * quad(y, kern[0]) + lam**2 * quad(x, kern[1])
 
 
 # ----------------------------------------------------------------------------- the engine
