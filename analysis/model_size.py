@@ -116,11 +116,29 @@ def frontier(beta, P, M, Ns, times, projected, alpha=ALPHA, lam_1=1.0):
 
 
 def derived_frontier(beta, alpha=ALPHA, projected=True):
-    """Signed slopes of N*, t*, E* against f for the model-limited + time-limited scaling form."""
-    m = min(beta, 1 + alpha) if projected else beta            # E ~ N^-m + tau^(-beta/(1+alpha))
-    r = beta / (1 + alpha)
-    # at fixed N tau: tau* ~ F^(m/(m + r)), N* ~ F^(r/(m + r)), E* ~ F^(-m r/(m + r))
+    """Signed slopes of N*, t*, E* against f (docs/studies.md section 5).
+
+    Aligned, or projected with beta < 1 + alpha: E ~ N^-m + tau^-r (m = beta, r = beta/(1+alpha)),
+    optimised at fixed N tau: tau* ~ F^(m/(m+r)), N* ~ F^(r/(m+r)), E* ~ F^(-m r/(m+r)).
+    Projected with beta > 1 + alpha: the cross term tau^(-alpha/(1+alpha))/N (measured) dominates the
+    model term: balancing it with tau^-r gives tau* ~ F^((1+alpha)/(1+beta)), N* ~ F^((beta-alpha)/(1+beta)),
+    E* ~ F^(-beta/(1+beta))."""
+    if projected and beta > 1 + alpha:
+        return {"N*": (beta - alpha) / (1 + beta), "t*": (1 + alpha) / (1 + beta), "E*": -beta / (1 + beta)}
+    m, r = beta, beta / (1 + alpha)
     return {"N*": r / (m + r), "t*": m / (m + r), "E*": -m * r / (m + r)}
+
+
+def cross_term(beta=3.0, alpha=ALPHA, M=10**5, P=10**6, Ns=(100, 300, 1000, 3000)):
+    """E_projected(N, t) - E_aligned(M modes, t) - E_projected(N, inf) against tau = P t: times N."""
+    lam, w2 = power_law_task(M, alpha, beta)
+    times = np.geomspace(1e-5, 1e-1, 9)
+    aligned = predict(lam, w2, P, times).generalization_error
+    rows = {}
+    for N in Ns:
+        p = predict(lam, w2, P, np.append(times, np.inf), n_features=int(N)).generalization_error
+        rows[int(N)] = ((p[:-1] - aligned - p[-1]) * N).tolist()
+    return {"tau": (P * times).tolist(), "cross_times_N": rows}
 
 
 def plot(res, out: Path):
@@ -233,6 +251,12 @@ def main(argv=None):
     print(f"MC tau^2 (beta=3): OLS exponent {m['fit'][0]:.3f} [{m['fit'][1]:.3f}, {m['fit'][2]:.3f}], derived "
           f"{m['derived']}, BAP claim {m['claim_bap']}; MC/theory - 1: "
           f"{np.round(np.array(m['mc']) / np.array(m['theory']) - 1, 3)}")
+    res["cross"] = cross_term()
+    c = res["cross"]
+    lc = np.log(np.array(c["cross_times_N"][3000]))
+    print("cross term (E_proj - E_aligned - E_proj(inf)) x N at tau = 10 ... 1e5: "
+          + "; ".join(f"N={N}: {v[0]:.3f} ... {v[4]:.4f}" for N, v in c["cross_times_N"].items())
+          + f"; slope in tau (N = 3000, tau 10-1e3): {(lc[4] - lc[0]) / np.log(100):.3f}")
     times = np.geomspace(1e-6, 1e-1 if q else 1.0, 40 if q else 60)
     fNs = np.unique(np.round(np.geomspace(10, 1000 if q else 3000, 12 if q else 16)).astype(int))
     res["frontier"] = {}
