@@ -101,6 +101,10 @@ def test_interpolation_peak_and_null_space_at_t_inf():
     lam, W = _task()
     p = predict(lam, W, 100, [np.inf], n_features=100, label_noise=0.1)
     assert np.isinf(p.variance_label_noise[0])
+    # without label noise the frozen tail tau^2 alone diverges there: infinite bias, no NaN
+    for N in (1, 100):
+        z = predict(lam, W, N, [1.0, np.inf], n_features=N)
+        assert np.isinf(z.bias[1]) and z.variance[1] == 0 and np.all(np.isfinite(z.mode_error[0]))
     q = predict(lam, W, 80, [np.inf], n_features=150, temperature=0.01)
     assert np.isinf(q.variance_langevin[0])
     r = predict(lam, W, 150, [np.inf], n_features=80, temperature=0.01)

@@ -161,8 +161,9 @@ def _limit_infinity(lam, lw, P, N, lab, wd, T, s0, tau2, AN):
         pg1 = gl2 + kappa**2 * l1**2 / (N * g2)
     else:
         omega, pg1 = 0.0, gl2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        Q = (omega - tau2) / (P - pg1) if omega != tau2 else 0.0
+    peak = wd == 0 and N == P < M     # both factors of z vanish: 0/0 here, the divergence is carried
+    with np.errstate(invalid="ignore", divide="ignore"):  # by the label shape (frozen tail + noise)
+        Q = (omega - tau2) / (P - pg1) if (omega != tau2 and not peak) else 0.0
         R = 0.0 if kappa == 0 else (gllw + Q * l1) / (N * g2)
         bias = lam * b * b * (lw / lam + R) + lam**2 * A**2 * Q
         dz = np.float64(p_m + q_g2 * l1)               # (dz/dkappa) / (1 - Gamma2)
@@ -349,10 +350,12 @@ def _predict(lam, w2, P, N, t, label_noise, wd, T, s0, quadrature_nodes) -> Pred
             windows.append(_window(c, sig / t0s[g], w_unit / t0s[g], K[g], K[G + g], t[idx], idx, tot))
     with np.errstate(invalid="ignore"):
         bias = tot["bias"] + (f_tail * tot["lab"] if tau2 > 0 else 0.0)
-        lab_v, lan_v, init_v = (1.0 - f_tail) * tot["lab"], tot["lan"], tot["init"]
+        # (1 - f_tail) exactly 0 without label noise: 0 * inf at the interpolation peak stays 0
+        keep = (lambda x: (1.0 - f_tail) * x) if f_tail < 1 else np.zeros_like  # noqa: E731
+        lab_v, lan_v, init_v = keep(tot["lab"]), tot["lan"], tot["init"]
         variance = lab_v + lan_v + init_v
         train_bias = tot["tr_bias"] + (f_tail * tot["tr_lab"] if tau2 > 0 else 0.0)
-        train_var = (1.0 - f_tail) * tot["tr_lab"] + tot["tr_noise"]
+        train_var = keep(tot["tr_lab"]) + tot["tr_noise"]
     eg = bias + variance
     ok = bool(max_resid < 1e-6) and not np.any(np.isnan(eg))
     msg = ("converged" if ok else
@@ -393,7 +396,7 @@ class _ProjectedModes:
             _window_modes(self.ctx, win, mode)
         if self.ctx.tau2 > 0:                    # the tail's share of the label shape is bias
             mode["bias"] = mode["bias"] + self.f_tail * mode["lab"]
-            mode["lab"] = (1.0 - self.f_tail) * mode["lab"]
+            mode["lab"] = (1.0 - self.f_tail) * mode["lab"] if self.f_tail < 1 else np.zeros_like(mode["lab"])
         mode["variance"] = mode["lab"] + mode["lan"] + mode["init"]
         mode["error"] = mode["bias"] + mode["variance"]
         return mode
