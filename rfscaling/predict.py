@@ -15,7 +15,9 @@ prints a short table, and writes into the Hydra run directory (``runs/<date>/<ti
 A teacher wider than the student (``model.M > model.N``) is handled exactly for the eigenfeature
 student: the target power of modes N+1..M is invisible to the student, so it acts as extra label
 noise during training and adds a constant to E_g; since it is fixed given the data set, it
-counts as bias (``predict(..., tail_power=...)``).
+counts as bias (``predict(..., tail_power=...)``). ``model=random_projection`` is the student on
+N random projections of the M teacher modes (``predict(..., n_features=N)``, docs/theory.md
+section 9); its per-mode arrays are over the M teacher modes.
 
 Bad input -> one line on stderr, exit status 2, no traceback.
 """
@@ -48,6 +50,9 @@ COLUMNS = (
     "variance_init",
     "train_error",
 )
+
+#: The students the theory app computes: aligned (eigenfeature) and random projections of the teacher.
+THEORY_MODELS = ("eigenfeature", "random_projection")
 
 #: First evaluation time in units of 1 / (P lam_1), the time scale of the fastest mode.
 T_MIN_FACTOR = 1e-2
@@ -97,15 +102,16 @@ def compute(s: PredictConfig) -> Curves:
 
     check(s)
     d, y = s.data, s.dynamics
-    lam, w2 = power_law_task(s.model.N, d.alpha, d.beta, d.lam_1, d.c)
     M = s.model.teacher_modes
-    tail = power_law_tail(s.model.N, d.beta, d.c, M) if M > s.model.N else 0.0
+    projected = s.model.kind == "random_projection"
+    lam, w2 = power_law_task(M if projected else s.model.N, d.alpha, d.beta, d.lam_1, d.c)
+    tail = power_law_tail(s.model.N, d.beta, d.c, M) if M > s.model.N and not projected else 0.0
     times = time_grid(s)
-    # teacher modes N+1..M: the engine treats them as dataset-fixed label noise (bias) plus an
-    # irreducible error (docs/theory.md, "Finite model size")
+    # teacher modes N+1..M of the eigenfeature student: the engine treats them as dataset-fixed
+    # label noise (bias) plus an irreducible error (docs/theory.md, "Finite model size")
     pred = predict(lam, w2, d.P, times, label_noise=d.label_noise, tail_power=tail,
                    weight_decay=y.weight_decay, temperature=y.temperature,
-                   init_variance=y.init_variance)
+                   init_variance=y.init_variance, n_features=s.model.N if projected else None)
     bias = np.asarray(pred.bias, float)
     var_lab = np.asarray(pred.variance_label_noise, float)
     train = np.asarray(pred.train_error, float)
@@ -195,8 +201,8 @@ def check(s: PredictConfig) -> None:
 
     if s.data.kind != POWERLAW_EIGEN.name:
         raise ConfigError("data.kind", s.data.kind, "the theory app supports only data.kind=powerlaw_eigen")
-    if s.model.kind != "eigenfeature":
-        raise ConfigError("model.kind", s.model.kind, "the theory app supports only model.kind=eigenfeature")
+    if s.model.kind not in THEORY_MODELS:
+        raise ConfigError("model.kind", s.model.kind, f"the theory app supports model.kind={'|'.join(THEORY_MODELS)}")
     POWERLAW_EIGEN.check(s.data)
     DYNAMICS.get(s.dynamics.name).check(s.dynamics)
 

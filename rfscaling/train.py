@@ -170,7 +170,7 @@ def _run(cfg: TrainConfig, device: str, out: Path, identity: str, t_start: float
                    eval_steps=steps, dt=float(dyn.dt), n_datasets=data.n_datasets, n_replicas=data.n_replicas,
                    n_samples=data.n_samples, hparams=_hparams(cfg), theory=theory, start_index=start)
     summ = simulate(dyn, state, info, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
-                    progress=cfg.hooks.progress, error_offset=problem.unexplained_variance,
+                    progress=cfg.hooks.progress, error_offset=problem.unexplained_variance, readout=data.readout,
                     desc=f"{cfg.dynamics.name} P={cfg.data.P} N={cfg.model.N}").summary
     if ckpt is not None and ckpt.get("finished"):  # rebuilt from a finished checkpoint: its end
         summ = replace(summ, stop_reason=ckpt.get("stop_reason") or summ.stop_reason,

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # the analysis scripts live next to the package, not inside it
     sys.path.insert(0, str(REPO))
 
-PRESETS = ("bias_variance", "early_stopping", "scaling", "pareto")
+PRESETS = ("bias_variance", "early_stopping", "scaling", "pareto", "model_size")
 QUIET = ["device=cpu", "hooks.progress=false", "hooks.tensorboard=false"]
 GF = "dynamics={name:gradient_flow,weight_decay:0.0,temperature:0.0}"
 DPI = 60  # figures at low resolution: rendering dominates the analyses' run time
@@ -175,6 +175,24 @@ def test_scaling_reduced(tmp_path, capsys, monkeypatch):
     fin = pd.read_csv(out / "scaling_final.csv")
     assert len(fin) == 4 and (fin["n_seeds"] == 2).all()
     assert res["final_vs_dmft"]["rel_dev_median_abs"] < 0.15
+
+
+def test_model_size_reduced(tmp_path, capsys, monkeypatch):
+    """Both students, beta = 3, N = 8 ... 32: the analysis fits E_g(N) per student and the
+    experiment's exponent agrees with the DMFT's on the same points (4 data sets, 1 seed)."""
+    from analysis import model_size
+
+    sweep = _sweep("model_size", ["data.beta=3.0", "model.N=8,16,32", "seed=0", "data.P=512", "dynamics.n_evals=4"],
+                   tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert len(_index(sweep)) == 6
+    res = model_size.analyze(sweep, dpi=DPI)
+    rows = {r["student"]: r for r in res["exponents"]}
+    assert set(rows) == {"eigenfeature", "random_projection"}
+    for r in rows.values():
+        assert abs(r["fitted"] - r["dmft_same_points"]) < 0.3, r
+    # the projected student saturates (derived -2 = -(1 + alpha)), the aligned one does not (-3)
+    assert rows["random_projection"]["dmft_same_points"] > rows["eigenfeature"]["dmft_same_points"] + 0.5
+    assert (sweep / "analysis" / "model_size_sweep.png").exists()
 
 
 def test_pareto_frontier_lies_on_the_dmft_frontier(tmp_path, capsys, monkeypatch):

@@ -9,6 +9,9 @@ covariance, so coordinate ``k`` of a weight vector is eigenmode ``k`` with eigen
 * ``labels``         (D, R, P)   noisy labels; replicas of a dataset differ in the label noise
 * ``target_weights`` (D, N)      the teacher ``wstar`` (best linear predictor) per dataset
 * ``eigenvalues``    (N,)        population eigenvalues ``lam_k``
+* ``readout``        (D, M, N)   optional: the random-projection student's map F = A^T/sqrt(N) from
+  its N weights to the M teacher eigenmodes (per dataset); then ``target_weights`` is (D, M),
+  ``eigenvalues`` (M,) and errors are measured on v = F w - wstar (docs/theory.md section 9)
 """
 
 from __future__ import annotations
@@ -48,15 +51,19 @@ class EnsembleData:
     target_second_moment: torch.Tensor
     label_noise: float = 0.0
     unexplained_variance: float = 0.0
+    readout: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         D, P, N = self.features.shape
         if self.labels.ndim != 3 or self.labels.shape[0] != D or self.labels.shape[2] != P:
             raise ValueError(f"labels: shape {tuple(self.labels.shape)} does not match features {(D, P, N)}")
-        if tuple(self.target_weights.shape) != (D, N):
-            raise ValueError(f"target_weights: shape {tuple(self.target_weights.shape)} != {(D, N)}")
-        if tuple(self.eigenvalues.shape) != (N,):
-            raise ValueError(f"eigenvalues: shape {tuple(self.eigenvalues.shape)} != {(N,)}")
+        M = N if self.readout is None else int(self.readout.shape[1])
+        if self.readout is not None and tuple(self.readout.shape) != (D, M, N):
+            raise ValueError(f"readout: shape {tuple(self.readout.shape)} != (D, M, N) = {(D, M, N)}")
+        if tuple(self.target_weights.shape) != (D, M):
+            raise ValueError(f"target_weights: shape {tuple(self.target_weights.shape)} != {(D, M)}")
+        if tuple(self.eigenvalues.shape) != (M,):
+            raise ValueError(f"eigenvalues: shape {tuple(self.eigenvalues.shape)} != {(M,)}")
 
     @property
     def n_datasets(self) -> int:

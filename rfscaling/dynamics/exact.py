@@ -246,7 +246,11 @@ class ExactMoments:
 def exact_moments(data: EnsembleData, params: DynamicsConfig, times, eig: HessianEigen | None = None) -> ExactMoments:
     """Mean and all noise covariances (label noise, Langevin, init) of the flow per dataset,
     evaluated at ``times`` without stepping; see the module docstring. Uses the datasets'
-    ``features``, ``target_weights``, ``eigenvalues`` and ``label_noise`` (not the sampled labels)."""
+    ``features``, ``target_weights``, ``eigenvalues`` and ``label_noise`` (not the sampled labels).
+    Eigen-coordinate data only: for the random-projection student (``data.readout``) use
+    tests/projection_reference.py's closed forms."""
+    if data.readout is not None:
+        raise ValueError("exact_moments: data with a readout (model=random_projection) is not supported")
     eig = eig if eig is not None else HessianEigen.of(data.features)
     X = data.features
     t = torch.as_tensor(times, dtype=X.dtype, device=X.device).reshape(-1, 1, 1)  # (T, 1, 1)

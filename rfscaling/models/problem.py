@@ -60,6 +60,7 @@ class Problem:
     label_noise: float
     unexplained_variance: float
     info: dict = field(default_factory=dict)
+    n_features: Optional[int] = None  # random-projection student: its width N (theory over M modes)
 
     def theory(self, times, weight_decay: float = 0.0, temperature: float = 0.0, init_variance: float = 0.0,
                modes: bool = True):
@@ -77,9 +78,9 @@ class Problem:
         noise = self.label_noise + self.unexplained_variance
         pred = predict(self.theory_eigenvalues, self.theory_target_second_moment, self.data.n_samples,
                        np.asarray(times, dtype=np.float64), label_noise=noise, weight_decay=weight_decay,
-                       temperature=temperature, init_variance=init_variance)
+                       temperature=temperature, init_variance=init_variance, n_features=self.n_features)
         if modes:
-            curve = TheoryCurve.from_prediction(pred, n_modes=self.data.n_modes)
+            curve = TheoryCurve.from_prediction(pred, n_modes=int(self.data.eigenvalues.shape[0]))
         else:  # the per-mode arrays are computed on first read: do not read them
             curve = TheoryCurve(*(np.asarray(getattr(pred, k), dtype=np.float64) for k in
                                   ("times", "generalization_error", "bias", "variance", "train_error")))
@@ -90,7 +91,7 @@ class Problem:
             mshift = 0.0
             if modes and pred.mode_variance_label_noise is not None:
                 mvl = np.asarray(pred.mode_variance_label_noise, dtype=np.float64)
-                mshift = np.zeros((mvl.shape[0], self.data.n_modes))
+                mshift = np.zeros((mvl.shape[0], int(self.data.eigenvalues.shape[0])))
                 mshift[:, : mvl.shape[1]] = f * mvl
             curve = TheoryCurve(
                 curve.times, curve.generalization_error + u, curve.bias + u + shift, curve.variance - shift,

@@ -109,14 +109,14 @@ def _restore(snap: Snapshot, generator: torch.Generator) -> State:
 
 
 def measure_group(group: EvalGroup, taken: Sequence[_Taken], dynamics, target_weights: torch.Tensor,
-                  eigenvalues: torch.Tensor, theory: Optional[TheoryCurve], error_offset: float = 0.0
-                  ) -> list[Snapshot]:
+                  eigenvalues: torch.Tensor, theory: Optional[TheoryCurve], error_offset: float = 0.0,
+                  readout: Optional[torch.Tensor] = None) -> list[Snapshot]:
     """The snapshots of evaluations ``taken`` (all in ``group``), with their training errors
     and eigenmode metrics computed for the whole group at once. ``target_weights`` and
     ``eigenvalues`` are private copies that nobody modifies (shared by the snapshots)."""
     W = group.stack([t.index for t in taken], [t.weights for t in taken])  # (D, size R, N)
     train = group.unstack(dynamics.train_errors(W).detach())  # (size, D, R)
-    metrics = measure_many(group.unstack(W), target_weights, eigenvalues, train, error_offset)
+    metrics = measure_many(group.unstack(W), target_weights, eigenvalues, train, error_offset, readout)
     out = []
     for t in taken:
         k = group.slot(t.index)
@@ -124,7 +124,7 @@ def measure_group(group: EvalGroup, taken: Sequence[_Taken], dynamics, target_we
             index=t.index, time=t.time, step=t.step, weights=t.weights, target_weights=target_weights,
             eigenvalues=eigenvalues, train_error=train[k].clone(),
             theory=theory.at(t.index) if theory is not None else None, rng_state=t.rng_state,
-            error_offset=float(error_offset), measured=metrics[k], wall_clock=t.wall_clock))
+            error_offset=float(error_offset), measured=metrics[k], wall_clock=t.wall_clock, readout=readout))
     return out
 
 
@@ -266,7 +266,7 @@ def _notify(hooks: Sequence[Hook], call) -> None:
 def simulate(dynamics: Dynamics, state: State, info: RunInfo, hooks: Sequence[Hook], *,
              target_weights: torch.Tensor, eigenvalues: torch.Tensor, progress: bool = True,
              chunk: int | None = None, desc: str = "train", error_offset: float = 0.0,
-             group_size: int = EVAL_GROUP) -> Simulation:
+             group_size: int = EVAL_GROUP, readout: torch.Tensor | None = None) -> Simulation:
     """Run ``dynamics`` from ``state`` through ``info.eval_steps[info.start_index:]``.
 
     At every evaluation all hooks get the same snapshot; the first stop request ends the run
@@ -276,7 +276,8 @@ def simulate(dynamics: Dynamics, state: State, info: RunInfo, hooks: Sequence[Ho
     the span of an evaluation group; chunk boundaries are absolute step multiples, so a resumed
     run makes exactly the same calls. The dynamics gets ``plan(calls)`` for the whole run first
     (Euler strides its products where that pays; see rfscaling/dynamics/euler.py). ``group_size``:
-    the most evaluations measured together (1: each on its own).
+    the most evaluations measured together (1: each on its own). ``readout`` (D, M, N): the
+    random-projection student's map to the teacher modes, for the measurement (EnsembleData).
     """
     from tqdm.auto import tqdm
 
@@ -290,7 +291,7 @@ def simulate(dynamics: Dynamics, state: State, info: RunInfo, hooks: Sequence[Ho
     target_weights, eigenvalues = target_weights.detach().clone(), eigenvalues.detach().clone()
 
     def measure(g: EvalGroup, taken: list) -> list[Snapshot]:
-        return measure_group(g, taken, dynamics, target_weights, eigenvalues, info.theory, error_offset)
+        return measure_group(g, taken, dynamics, target_weights, eigenvalues, info.theory, error_offset, readout)
 
     _notify(hooks, lambda h: h.on_start(info))  # e.g. a later hook cannot create its folder
     t0 = _time.perf_counter()

@@ -68,6 +68,7 @@ class Snapshot:
     error_offset: float = 0.0
     measured: Any = field(default=None, repr=False, compare=False)
     wall_clock: Optional[float] = None  # time.perf_counter() when the run reached this evaluation
+    readout: Optional[torch.Tensor] = None  # random-projection student: weights -> teacher modes
 
     @cached_property
     def metrics(self):
@@ -75,7 +76,8 @@ class Snapshot:
             return self.measured
         from rfscaling.run.measure import measure  # measure imports these records
 
-        return measure(self.weights, self.target_weights, self.eigenvalues, self.train_error, self.error_offset)
+        return measure(self.weights, self.target_weights, self.eigenvalues, self.train_error, self.error_offset,
+                       self.readout)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ class Prediction:
     success: bool
     message: str
     max_residual: float = field(default=0.0)
+    n_features: int | None = None    # random-projection student width N (None: aligned student)
+    projection_tail: float = 0.0     # tau^2: teacher power outside the span of the N features
     _modes: "_ModeArrays | None" = field(default=None, repr=False, compare=False)
 
     # per-mode arrays (T, N): computed from the stored window data on first access, then cached
@@ -197,7 +199,7 @@ def _limit_zero(lam, w2, P, lab, s0):
 
 def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0, weight_decay=0.0,
             temperature=0.0, init_variance=0.0, *, tail_power: float = 0.0,
-            quadrature_nodes: int = 32) -> Prediction:
+            quadrature_nodes: int = 32, n_features: int | None = None) -> Prediction:
     """Typical-case DMFT prediction of the learning curves of linear random-feature regression.
 
     Parameters
@@ -211,6 +213,9 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
         (finite model size). It enters the training labels like label noise but is fixed per data
         set, so its effect counts as bias; it is also an irreducible part of E_g (not of any mode).
     quadrature_nodes : nodes per half contour of the inverse Laplace transform (24 or 32).
+    n_features : None for the aligned student (width = len(eigenvalues)); an integer N for the
+        random-projection student f(x) = w . A psi(x)/sqrt(N) of the M = len(eigenvalues) teacher
+        modes (docs/theory.md section 9; per-mode arrays are then over the M teacher modes).
 
     The totals (E_g, bias, variances, train error) are computed here, at O(N nodes^2) per decade
     of time. The per-mode arrays ``mode_error``, ``mode_bias``, ``mode_variance``,
@@ -218,9 +223,29 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
     ``mode_response`` (shape (T, N), O(T N nodes^2)) are computed on the first read of any of them
     from data kept in the result, and cached; a caller that reads only totals never pays for them.
     """
+    if n_features is not None:
+        return _predict_projected(eigenvalues, target_second_moment, n_samples, times, label_noise,
+                                  weight_decay, temperature, init_variance, tail_power, quadrature_nodes,
+                                  n_features)
     with _blas_single_thread():
         return _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, weight_decay,
                         temperature, init_variance, tail_power, quadrature_nodes)
+
+
+def _predict_projected(eigenvalues, target_second_moment, n_samples, times, label_noise, weight_decay,
+                       temperature, init_variance, tail_power, quadrature_nodes, n_features):
+    from .projection import predict_projected  # imports this module: resolved at call time
+
+    if isinstance(n_features, bool) or not float(n_features).is_integer() or int(n_features) < 1:
+        raise ValueError(f"n_features={n_features!r}: must be a positive integer or None")
+    if tail_power != 0:
+        raise ValueError("tail_power: must be 0 with n_features (all M teacher modes are given)")
+    lam, w2, P, t, sc = _validate(eigenvalues, target_second_moment, n_samples, times,
+                                  label_noise=label_noise, weight_decay=weight_decay,
+                                  temperature=temperature, init_variance=init_variance)
+    unit_hyperbola(quadrature_nodes)  # checks the node count
+    return predict_projected(lam, w2, P, int(n_features), t, sc["label_noise"], sc["weight_decay"],
+                             sc["temperature"], sc["init_variance"], quadrature_nodes)
 
 
 def _blas_single_thread():
