@@ -197,7 +197,7 @@ def _limit_zero(lam, w2, P, lab, s0):
 
 def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0, weight_decay=0.0,
             temperature=0.0, init_variance=0.0, *, tail_power: float = 0.0,
-            quadrature_nodes: int = 32) -> Prediction:
+            quadrature_nodes: int = 32, learning_rate=None, momentum: float = 0.0) -> Prediction:
     """Typical-case DMFT prediction of the learning curves of linear random-feature regression.
 
     Parameters
@@ -211,6 +211,13 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
         (finite model size). It enters the training labels like label noise but is fixed per data
         set, so its effect counts as bias; it is also an irreducible part of E_g (not of any mode).
     quadrature_nodes : nodes per half contour of the inverse Laplace transform (24 or 32).
+    learning_rate : None (default) for gradient flow in continuous time; a step size eta > 0 for
+        gradient descent with full-batch steps w <- w - eta grad L (+ sqrt(2 T eta) xi for
+        T > 0: Euler-Maruyama SGLD). Times stay in gradient-flow units: t is the state after
+        n = t / eta steps (t must be a multiple of eta); t = inf is the fixed point or the
+        stationary law. A step beyond the stable range of the typical spectrum
+        (eta lambda_edge >= 2) is a ValueError. docs/theory.md, section 9.
+    momentum : heavy-ball momentum; only 0 is implemented in discrete time.
 
     The totals (E_g, bias, variances, train error) are computed here, at O(N nodes^2) per decade
     of time. The per-mode arrays ``mode_error``, ``mode_bias``, ``mode_variance``,
@@ -218,6 +225,13 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
     ``mode_response`` (shape (T, N), O(T N nodes^2)) are computed on the first read of any of them
     from data kept in the result, and cached; a caller that reads only totals never pays for them.
     """
+    if learning_rate is not None or momentum != 0:
+        from .discrete import predict_discrete  # the discrete-time kernel (imports this module)
+
+        with _blas_single_thread():
+            return predict_discrete(eigenvalues, target_second_moment, n_samples, times, label_noise,
+                                    weight_decay, temperature, init_variance, tail_power,
+                                    quadrature_nodes, learning_rate, momentum)
     with _blas_single_thread():
         return _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, weight_decay,
                         temperature, init_variance, tail_power, quadrature_nodes)
