@@ -78,7 +78,7 @@ def discrete_spectral(rates, momentum=0.0):
             eta = float(rates[0])
             if momentum != 0 or not np.allclose(rates, eta):
                 raise ValueError("t = inf needs a constant rate and no momentum")
-            with np.errstate(divide="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore"):
                 a[i] = 1.0 / h
                 p[i] = np.where(h > 0, 0.0, 1.0)
                 s[i] = np.where(h > 0, 2.0 * temperature / (h * (2.0 - eta * h)),

@@ -227,8 +227,8 @@ def _transforms(c, A1, A2, A12, x1, x2, s1, s2, z1, z2, k1, k2, dk, stable, eta)
     lab_st = (x2 / s2**2) * (-dk * A12(2)) + A1(2) * K
     F1["lab"] = lab * np.where(stable, zero, -2.0 * x1 * A1(2) / s1**2)
     F2["lab"] = lab * np.where(stable, lab_st, x2 * A2(2) / s2**2)
-    lan_f = 2.0 * T * x2 / (s2 * (1.0 + x2)) if T > 0 else zero
-    F2["lan"] = lan_f * (k2 * A2(1) / z2 - De) if T > 0 else zero
+    lan_f = 2.0 * T * x2 / (s2 * (1.0 + x2))
+    F2["lan"] = lan_f * (k2 * A2(1) / z2 - De)
     F2["init"] = s0 * x2 * k2 * A2(1) / z2
     return F1, F2, lan_f, K
 
@@ -277,7 +277,7 @@ def _assemble(lam, w2, P, t, n, sc, eta, h_edge, quadrature_nodes) -> Prediction
         trl1 = np.where(st, 0.0, -2.0 * wd * x1 * k1 * m1[_ONE] / s1**2)
         trl2 = np.where(st, trl_st, x2 * z2 * k2 * m2[_ONE] / s2**2)
         tot["tr_lab"][idx] = lab / P * (inv(trl1, W1) + inv(trl2, W2)) + lab * (P - N) / P
-        trn = (lan_f * (m2[_LAM] - S_ae) if T > 0 else 0.0) + s0 * x2 * m2[_LAM]
+        trn = lan_f * (m2[_LAM] - S_ae) + s0 * x2 * m2[_LAM]
         tot["tr_noise"][idx] = inv(trn / P, W2)
         # two-time quantities: bias and the bias part of the training error
         kf, zf = np.concatenate([k1, np.conj(k1)]), np.concatenate([z1, np.conj(z1)])
