@@ -189,6 +189,9 @@ class EnsembleConfig:
 class TheoryConfig:
     enabled: bool = True
     modes: bool = True  # also per-mode predictions (computed when first read)
+    # an Euler / Euler-Maruyama run's *_theory columns are the DMFT of its own step size dt
+    # (docs/theory.md section 9); false: of gradient flow. metrics.csv has both E_g theories.
+    discrete: bool = True
 
 
 @dataclass(frozen=True)
