@@ -28,7 +28,7 @@ __all__ = ["predict_discrete"]
 
 _N_HYPERBOLA = 8      # steps from which the hyperbola contours are used (their nodes stay in |Im u| < pi/eta)
 _R_CIRCLE = 1.6       # radius of the x-circle for n < _N_HYPERBOLA: growth R^(2n) <= 720
-_M_CIRCLE = 64        # nodes on the upper half circle: aliasing R^(-128) ~ 1e-26
+_M_CIRCLE = 40        # nodes on the upper half circle: aliasing R^(-80) ~ 5e-17
 _NEGLIGIBLE = 1e-18   # oscillating modes are skipped when (eta h_edge - 1)^n is below this
 
 
