@@ -181,3 +181,22 @@ def test_bad_learning_rates_and_times_are_errors():
         predict(lam, w2, P, [1.0], learning_rate=-1.0)
     with pytest.raises(ValueError, match="momentum"):
         predict(lam, w2, P, [1.0 / edge], learning_rate=1.0 / edge, momentum=0.9)
+
+
+def test_late_times_keep_double_precision():
+    """Late windows (1e5 ... 1e7 steps, N = 20000 on the compressed-spectrum path): near x = 1 the
+    transforms are formed from x - 1 = expm1(eta u) (1 + (x - 1) - 1 lost 9 digits of the
+    training error's cancellation against sigma^2 (P - N)/P here); every component stays >= -1e-13
+    E_g(0) and E_g agrees with gradient flow, whose difference is O(eta / t)."""
+    lam, w2 = power_law_task(N=20_000, alpha=2.0, beta=1.0)
+    P = 20
+    eta = 0.3 / top_edge(lam, P)
+    times = np.array([1e5, 1e6, 3.29e6, 1e7]) * eta
+    kw = dict(label_noise=0.1, init_variance=0.3)
+    d = predict(lam, w2, P, times, learning_rate=eta, **kw)
+    c = predict(lam, w2, P, times, **kw)
+    e0 = float(np.sum(lam * (w2 + 0.3)))
+    for key in ("bias", "variance_label_noise", "variance_init", "train_error"):
+        assert np.all(getattr(d, key) >= -1e-13 * e0), key
+    assert np.all(np.abs(d.train_error - c.train_error) <= 1e-4 * np.abs(c.train_error) + 1e-11 * e0)
+    np.testing.assert_allclose(d.generalization_error, c.generalization_error, rtol=1e-4)

@@ -69,13 +69,14 @@ def _kappa_outer(lam, w, P, z):
 
 @dataclass(frozen=True)
 class _Group:
-    """Nodes of one group of times (docs/theory.md 9.4): upper-half nodes x1 (frame 1, index n)
-    and x2 (frame 2, index 2n), kappa there, the stable-form mask (the +e^{eta u} hyperbola), the
-    inversion weights W1, W2 (J, Tg) (a_n = 2 Re sum_j W_j F_j), the two-time kernel Q."""
+    """Nodes of one group of times (docs/theory.md 9.4): upper-half nodes as d = x - 1 (kept
+    without the cancellation of x - 1 near x = 1) of frame 1 (index n) and frame 2 (index 2n),
+    kappa there, the stable-form mask (the +e^{eta u} hyperbola), the inversion weights W1, W2
+    (J, Tg) (a_n = 2 Re sum_j W_j F_j), the two-time kernel Q."""
 
     idx: np.ndarray
-    x1: np.ndarray
-    x2: np.ndarray
+    d1: np.ndarray
+    d2: np.ndarray
     k1: np.ndarray
     k2: np.ndarray
     dk: np.ndarray
@@ -165,7 +166,7 @@ def _groups(lam, P, wd, eta, h_edge, t, n, quadrature_nodes):
         nn = n[small]
         W1 = x[:, None] ** nn[None, :] / (2 * _M_CIRCLE * eta)
         W2 = x[:, None] ** (2 * nn)[None, :] / (2 * _M_CIRCLE * eta)
-        out.append((small, x, x, K[0], K[0], np.zeros(x.size, bool), W1, W2, float(resid.max())))
+        out.append((small, x - 1.0, x - 1.0, K[0], K[0], np.zeros(x.size, bool), W1, W2, float(resid.max())))
     large = np.flatnonzero(np.isfinite(n) & (n >= _N_HYPERBOLA))
     if not large.size:
         return out
@@ -183,12 +184,12 @@ def _groups(lam, P, wd, eta, h_edge, t, n, quadrature_nodes):
         parts = []
         for r, sgn, _ in sp:
             W1 = E * (sgn ** ng)[None, :]
-            parts.append((1.0 + XM1[r], 1.0 + XM1[r + 1], K[r], K[r + 1],
+            parts.append((XM1[r], XM1[r + 1], K[r], K[r + 1],
                           np.full(u.size, sgn > 0), W1, 0.5 * E))
-        x1, x2, k1, k2, st, W1, W2 = (np.concatenate(c) for c in zip(*parts))
+        d1, d2, k1, k2, st, W1, W2 = (np.concatenate(c) for c in zip(*parts))
         rows = [r for r, _, _ in sp]
         res = float(max(resid[r:r + 2].max() for r in rows))
-        out.append((idx, x1, x2, k1, k2, st, W1, W2, res))
+        out.append((idx, d1, d2, k1, k2, st, W1, W2, res))
     return out
 
 
@@ -208,11 +209,11 @@ def _two_time_kernel(lam, V, P, kf, E12, M2, k1, k2):
     return E12 / one_m_G
 
 
-def _frames(x1, x2, k1, k2, wd, eta, stable, one_m_gam):
-    """sigma, z of both frames and k2 - k1 (exact divided difference) at the nodes."""
-    s1, s2 = (x1 - 1.0) / eta, (x2 - 1.0) / eta
+def _frames(d1, d2, wd, eta, stable, one_m_gam):
+    """x, sigma, z of both frames (from d = x - 1) and k2 - k1 (exact divided difference)."""
+    x1, x2, s1, s2 = 1.0 + d1, 1.0 + d2, d1 / eta, d2 / eta
     dz = np.where(stable, -x2 * s2, s2 - s1)            # z2 - z1; = -x2 sigma2 when x1 = x2^2
-    return s1, s2, wd + s1, wd + s2, dz / one_m_gam
+    return x1, x2, s1, s2, wd + s1, wd + s2, dz / one_m_gam
 
 
 def _transforms(c, A1, A2, A12, x1, x2, s1, s2, z1, z2, k1, k2, dk, stable, eta):
@@ -260,13 +261,13 @@ def _assemble(lam, w2, P, t, n, sc, eta, h_edge, quadrature_nodes) -> Prediction
     consts = dict(lab=lab, wd=wd, T=T, s0=s0, De=S_e)
     V = np.stack([np.ones(N), lam, lam**2, lw])
     groups, max_resid = [], 0.0
-    for idx, x1, x2, k1, k2, st, W1, W2, res in _groups(lam, P, wd, eta, h_edge, t, n, quadrature_nodes):
+    for idx, d1, d2, k1, k2, st, W1, W2, res in _groups(lam, P, wd, eta, h_edge, t, n, quadrature_nodes):
         max_resid = max(max_resid, res)
         m1, m2, m12, (E12, M2) = _window_sums(lam, V, k1, k2, [lw / P, lam**2])
         g_a = m12[_LAM2]
         g_b = k1 * k2 * m12[_ONE] + (k1 + k2) * m12[_LAM]
         one_m_gam = np.where(np.abs(g_a) <= np.abs(g_b), P - g_a, (P - N) + g_b)
-        s1, s2, z1, z2, dk = _frames(x1, x2, k1, k2, wd, eta, st, one_m_gam)
+        x1, x2, s1, s2, z1, z2, dk = _frames(d1, d2, wd, eta, st, one_m_gam)
         F1, F2, lan_f, K = _transforms(consts, lambda j: m1[j], lambda j: m2[j], lambda j: m12[j],
                                        x1, x2, s1, s2, z1, z2, k1, k2, dk, st, eta)
         inv = lambda F, W: np.real(F @ (2.0 * W))                          # noqa: E731
@@ -286,7 +287,7 @@ def _assemble(lam, w2, P, t, n, sc, eta, h_edge, quadrature_nodes) -> Prediction
         c_b, c_t = ef * kf[:, None], ef * zf[:, None]
         tot["bias"][idx] = P * np.real(np.einsum("mt,mk,kt->t", c_b, Q, c_b))
         tot["tr_bias"][idx] = np.real(np.einsum("mt,mk,kt->t", c_t, Q, c_t)) / P
-        groups.append(_Group(idx=idx, x1=x1, x2=x2, k1=k1, k2=k2, dk=dk, stable=st, W1=W1, W2=W2, Q=Q))
+        groups.append(_Group(idx=idx, d1=d1, d2=d2, k1=k1, k2=k2, dk=dk, stable=st, W1=W1, W2=W2, Q=Q))
 
     with np.errstate(invalid="ignore"):
         bias = tot["bias"] + (f_tail * tot["lab"] + tail if tail > 0 else 0.0)
@@ -349,11 +350,11 @@ class _DiscreteModes:
         lam, eta, lc = self.lam, self.eta, self.lam[:, None]
         A1 = 1.0 / (g.k1[None, :] + lc)                                      # (N, J)
         A2 = 1.0 / (g.k2[None, :] + lc)
-        s1, s2 = (g.x1 - 1.0) / eta, (g.x2 - 1.0) / eta
+        x1, x2, s1, s2 = 1.0 + g.d1, 1.0 + g.d2, g.d1 / eta, g.d2 / eta
         z1, z2 = self.wd + s1, self.wd + s2
         c = dict(self.consts, De=(lam * self.consts["De"])[:, None])
         F1, F2, _, _ = _transforms(c, lambda j: lc**j * A1, lambda j: lc**j * A2,
-                                   lambda j: lc**j * A1 * A2, g.x1, g.x2, s1, s2, z1, z2,
+                                   lambda j: lc**j * A1 * A2, x1, x2, s1, s2, z1, z2,
                                    g.k1, g.k2, g.dk, g.stable, eta)
         for key in ("lab", "lan", "init", "response"):
             out = sum(np.real(F[key] @ (2.0 * W)) for F, W in ((F1, g.W1), (F2, g.W2)) if key in F)
@@ -361,7 +362,7 @@ class _DiscreteModes:
         beta = mode["response"][g.idx]
         b1 = g.k1[None, :] * A1
         Bf = np.concatenate([b1, np.conj(b1)], axis=1)
-        ef = np.concatenate([g.W1 * (g.x1 / s1)[:, None], np.conj(g.W1 * (g.x1 / s1)[:, None])])
+        ef = np.concatenate([g.W1 * (x1 / s1)[:, None], np.conj(g.W1 * (x1 / s1)[:, None])])
         for j, i in enumerate(g.idx):
             y = Bf * ef[None, :, j]
             quad = np.real(np.sum((y @ g.Q) * y, axis=1))
