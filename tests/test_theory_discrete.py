@@ -179,6 +179,8 @@ def test_bad_learning_rates_and_times_are_errors():
         predict(lam, w2, P, [2.0 / edge], learning_rate=2.0 / edge)
     with pytest.raises(ValueError, match="learning_rate"):
         predict(lam, w2, P, [1.0], learning_rate=-1.0)
+    with pytest.raises(ValueError, match="schedule"):
+        predict(lam, w2, P, [2.0 / edge], learning_rate=np.full(2, 1.0 / edge))
     with pytest.raises(ValueError, match="momentum"):
         predict(lam, w2, P, [1.0 / edge], learning_rate=1.0 / edge, momentum=0.9)
 

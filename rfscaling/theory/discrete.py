@@ -134,6 +134,9 @@ def predict_discrete(eigenvalues, target_second_moment, n_samples, times, label_
                                   label_noise=label_noise, weight_decay=weight_decay,
                                   temperature=temperature, init_variance=init_variance,
                                   tail_power=tail_power)
+    if np.ndim(learning_rate) > 0:
+        raise ValueError("learning_rate: a schedule (array of per-step rates) is not implemented in the "
+                         "discrete-time engine (docs/theory.md, section 9.6); give one step size")
     try:
         eta = float(learning_rate)
     except (TypeError, ValueError):
