@@ -39,7 +39,9 @@ from analysis.common import (
 
 STUDY = "bias_variance"
 #: Euler steps before which the discretisation error of the first steps (docs/testbed.md: at most
-#: 0.55/n relative) is not negligible; curve statistics and deviations start there.
+#: 0.55/n relative) is not negligible against a gradient-flow theory; curve statistics start there
+#: for runs whose *_theory columns are gradient flow's (theory.discrete=false). Runs compared with
+#: the DMFT of their own step (the default, docs/theory.md section 10) are compared from step 1.
 EULER_TRANSIENT_STEPS = 100
 QUANTS = (("E_g", "$E_g$", "black", "o"), ("bias", "bias", "tab:blue", "s"), ("variance", "variance", "tab:orange", "^"))
 
@@ -129,9 +131,11 @@ def analyze(sweep_dir: Path, out: Optional[Path] = None, dpi: int = 200, plot: b
                "hook_E_g": h["hook_E_g"], "hook_E_g_se": h["hook_E_g_se"],
                "E_g_rel_dev": h["hook_E_g"] / opt.error - 1.0,
                "E_g_z": (h["hook_E_g"] - opt.error) / h["hook_E_g_se"]}
-        euler = str(first.get("integrator", "euler")) == "euler"
+        discrete = str(first.get("theory") or "").startswith("discrete")
+        euler = str(first.get("integrator", "euler")) == "euler" and not discrete  # a transient to shade
         past = (a["time"].to_numpy() > 0) & (a["step"].to_numpy() >= (EULER_TRANSIENT_STEPS if euler else 1))
         row["curve_from_step"] = EULER_TRANSIENT_STEPS if euler else 1
+        row["theory"] = "discrete time (each run's dt)" if discrete else "gradient flow"
         for q in ("E_g", "bias", "variance"):
             zz = a[f"{q}_z"].to_numpy(float)[past]
             row[f"curve_max_abs_z_{q}"] = float(np.nanmax(np.abs(zz))) if np.isfinite(zz).any() else float("nan")
@@ -166,9 +170,12 @@ def _plot(panels, out_dir, dpi, ok):
         ax, axr = axes[0, j], axes[1, j]
         t = a["time"].to_numpy(float)
         pos = t > 0
-        theory = {"E_g": pred.generalization_error, "bias": pred.bias, "variance": pred.variance}
+        if row["theory"] == "gradient flow":
+            tx, theory = tf, {"E_g": pred.generalization_error, "bias": pred.bias, "variance": pred.variance}
+        else:  # the discrete-time DMFT of each run's step, averaged like the points
+            tx, theory = t[pos], {q: a[f"{q}_theory"].to_numpy(float)[pos] for q, *_ in QUANTS}
         for q, name, col, mk in QUANTS:
-            ax.plot(tf, theory[q], color=col, lw=1.3, zorder=2)
+            ax.plot(tx, theory[q], color=col, lw=1.3, zorder=2)
             y, e = a[q].to_numpy(float), a[f"{q}_se"].to_numpy(float)
             good = pos & (y > 0)
             ax.errorbar(t[good], y[good], yerr=np.where(np.isfinite(e[good]), e[good], 0), fmt=mk, ms=3.2,

@@ -79,6 +79,31 @@ def bench_vs_monte_carlo(N, P, n_times, rel_se_target, lab=0.1):
                 pilot_max_rel_gap=float(gap))
 
 
+def bench_discrete(N, P, n_times, rounds=3, modes=False, lab=0.1, T=0.0):
+    """The discrete-time engine (learning_rate = 1/typical top eigenvalue, as the testbed's dt)
+    against the continuous one at the same times (multiples of the step, 1 ... 1e6 steps),
+    timed interleaved (A B A B ..., minimum per alternative)."""
+    from rfscaling.theory.frontier import top_outlier
+
+    lam, w2 = power_law_task(N, 1.0, 1.0)
+    eta = 1.0 / top_outlier(lam, P)
+    times = eta * np.unique(np.round(np.geomspace(1, 1e6, n_times)))
+    kw = dict(label_noise=lab, temperature=T)
+
+    def run(lr):
+        p = predict(lam, w2, P, times, learning_rate=lr, **kw)
+        return p.mode_error if modes else p
+
+    best = {"continuous": np.inf, "discrete": np.inf}
+    for _ in range(rounds):
+        for name, lr in (("continuous", None), ("discrete", eta)):
+            t0 = time.perf_counter()
+            run(lr)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return dict(N=N, P=P, n_times=int(times.size), modes=modes, temperature=T, continuous_s=best["continuous"],
+                discrete_s=best["discrete"], ratio=best["discrete"] / best["continuous"])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -126,7 +151,17 @@ def main(argv=None):
         print(f"N=1e4 P=1e3, {nt:5d} times over 7 decades: {t:.3f} s")
     res["vs_times"] = rows
 
-    # 3. side-by-side with the exact Monte Carlo at equal accuracy
+    # 3. discrete time (learning_rate) against continuous time at the same times
+    rows = []
+    for N, P, modes, T in ([(10_000, 1_000, False, 0.0), (10_000, 1_000, False, 0.01), (2_000, 200, True, 0.0)]
+                           + ([] if q else [(100_000, 10_000, False, 0.0)])):
+        r = bench_discrete(N, P, 100, rounds=2 if q else 3, modes=modes, T=T)
+        rows.append(r)
+        print(f"discrete vs continuous, N={N} P={P} {r['n_times']} times{' + modes' if modes else ''}"
+              f"{' T=0.01' if T else ''}: {r['discrete_s']:.3f} s vs {r['continuous_s']:.3f} s, ratio {r['ratio']:.2f}")
+    res["discrete_vs_continuous"] = rows
+
+    # 4. side-by-side with the exact Monte Carlo at equal accuracy
     mc = bench_vs_monte_carlo(N=400 if q else 1000, P=200 if q else 500, n_times=30, rel_se_target=0.005)
     res["vs_monte_carlo"] = mc
     print(f"Monte Carlo at N={mc['N']} P={mc['P']}: {mc['mc_s_per_dataset'] * 1e3:.0f} ms/data set, "

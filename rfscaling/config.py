@@ -147,6 +147,9 @@ class DynamicsConfig:
     init_variance: float = 0.0
     name: str = "gradient_flow"
     dt: Optional[float] = None  # null: 1 / lambda_max(H) of the drawn data
+    # the same step under its optimiser name (set either): gradient descent w <- w - lr grad L;
+    # the theory app predicts discrete time for it (null there: gradient flow)
+    learning_rate: Optional[float] = None
     t_max: float = 1000.0
     n_evals: int = 40  # log-spaced evaluation times
     integrator: str = "euler"  # euler | exact | auto (exact when Euler would cost > 5e10 multiply-adds)
@@ -165,8 +168,19 @@ class DynamicsConfig:
                                    or stride & (stride - 1)):
             raise ConfigError("dynamics.max_stride", stride,
                               "must be a power of two >= 1 (1: one product per Euler step) or null")
+        _num("dynamics.learning_rate", self.learning_rate, 0.0, open_=True, optional=True)
+        if self.dt is not None and self.learning_rate is not None and self.dt != self.learning_rate:
+            raise ConfigError("dynamics.learning_rate", self.learning_rate,
+                              f"must be null or equal dynamics.dt={self.dt:g} (the same step; set one of them)")
         if self.dt is not None and self.dt > self.t_max:
             raise ConfigError("dynamics.dt", self.dt, f"must be <= dynamics.t_max={self.t_max:g}")
+        if self.learning_rate is not None and self.learning_rate > self.t_max:
+            raise ConfigError("dynamics.learning_rate", self.learning_rate, f"must be <= dynamics.t_max={self.t_max:g}")
+
+    @property
+    def step(self) -> Optional[float]:
+        """The step size set by ``dt`` or ``learning_rate`` (None: chosen from the data / gradient flow)."""
+        return self.dt if self.dt is not None else self.learning_rate
 
     @property
     def has_stationary_limit(self) -> bool:
@@ -189,6 +203,9 @@ class EnsembleConfig:
 class TheoryConfig:
     enabled: bool = True
     modes: bool = True  # also per-mode predictions (computed when first read)
+    # an Euler / Euler-Maruyama run's *_theory columns are the DMFT of its own step size dt
+    # (docs/theory.md section 10); false: of gradient flow. metrics.csv has both E_g theories.
+    discrete: bool = True
 
 
 @dataclass(frozen=True)

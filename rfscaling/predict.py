@@ -1,6 +1,12 @@
 """Theory app: DMFT learning curves of the power-law task, from the command line.
 
     python -m rfscaling.predict data.P=512 data.alpha=1.0 dynamics=langevin dynamics.temperature=0.01
+    python -m rfscaling.predict dynamics.learning_rate=0.002     # gradient descent with that step
+
+With ``dynamics.learning_rate`` (or ``dynamics.dt``) set, the prediction is that of discrete-time
+gradient descent / SGLD with that step (docs/theory.md, section 10), at log-spaced step counts
+n = 1 ... t_max/lr (times n lr); a step beyond the stable range of the typical spectrum is a
+ConfigError.
 
 Builds the power-law task (``model.N`` modes, ``data.alpha``, ``data.beta``, ``data.lam_1``,
 ``data.c``), evaluates :func:`rfscaling.theory.predict` on ``dynamics.n_evals`` log-spaced times
@@ -86,6 +92,13 @@ def time_grid(s: PredictConfig) -> np.ndarray:
     ``t = inf`` is included when the stationary limit exists: no Langevin noise, or weight decay
     > 0, or P > N (the data pin down every direction, so Langevin noise cannot diffuse freely).
     """
+    eta = s.dynamics.step
+    if eta is not None:  # discrete time: log-spaced step counts from the first step
+        n = np.unique(np.round(np.geomspace(1.0, max(1.0, s.dynamics.t_max / eta), s.dynamics.n_evals)))
+        times = n * eta
+        if s.dynamics.has_stationary_limit or s.data.P > s.model.N:
+            times = np.append(times, np.inf)
+        return times
     t_min = T_MIN_FACTOR / (s.data.P * s.data.lam_1)
     if s.dynamics.t_max <= t_min:
         raise ConfigError("dynamics.t_max", s.dynamics.t_max,
@@ -109,9 +122,16 @@ def compute(s: PredictConfig) -> Curves:
     times = time_grid(s)
     # teacher modes N+1..M of the eigenfeature student: the engine treats them as dataset-fixed
     # label noise (bias) plus an irreducible error (docs/theory.md, "Finite model size")
-    pred = predict(lam, w2, d.P, times, label_noise=d.label_noise, tail_power=tail,
-                   weight_decay=y.weight_decay, temperature=y.temperature,
-                   init_variance=y.init_variance, n_features=s.model.N if projected else None)
+    try:
+        pred = predict(lam, w2, d.P, times, label_noise=d.label_noise, tail_power=tail,
+                       weight_decay=y.weight_decay, temperature=y.temperature,
+                       init_variance=y.init_variance, learning_rate=y.step,
+                       n_features=s.model.N if projected else None)
+    except ValueError as err:  # an unstable step for the typical spectrum
+        if y.step is None or "unstable" not in str(err):
+            raise
+        raise ConfigError("dynamics.dt" if y.dt is not None else "dynamics.learning_rate", y.step,
+                          str(err).split(": ", 1)[1]) from None
     bias = np.asarray(pred.bias, float)
     var_lab = np.asarray(pred.variance_label_noise, float)
     train = np.asarray(pred.train_error, float)
@@ -166,7 +186,9 @@ def _title(s: PredictConfig) -> str:
         params["T"] = y.temperature
     if y.init_variance:
         params["init var"] = y.init_variance
-    return format_title(f"DMFT, {y.name}", params)
+    if y.step is not None:
+        params["lr"] = y.step
+    return format_title(f"DMFT, {y.name}" + (", discrete time" if y.step is not None else ""), params)
 
 
 def write_outputs(c: Curves, s: PredictConfig, out_dir: Path, plot: bool = True) -> list[Path]:

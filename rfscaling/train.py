@@ -161,7 +161,7 @@ def _run(cfg: TrainConfig, device: str, out: Path, identity: str, t_start: float
     problem = make_problem(spec)
     dyn = DYNAMICS.get(cfg.dynamics.name).build(problem.data, cfg.dynamics)
     steps, times = eval_schedule(cfg, dyn)
-    theory = theory_curve(cfg, problem, times)
+    theory = theory_curve(cfg, problem, times, dyn)
     ctx = HookContext(cfg, out, problem, identity, tensorboard=tb)
     hooks = build_hooks(ctx, hook_names(cfg.hooks.extra), cfg.hooks.options)
     state, start, ckpt = start_state(cfg, problem, dyn, ctx, len(steps))
@@ -175,7 +175,7 @@ def _run(cfg: TrainConfig, device: str, out: Path, identity: str, t_start: float
     if ckpt is not None and ckpt.get("finished"):  # rebuilt from a finished checkpoint: its end
         summ = replace(summ, stop_reason=ckpt.get("stop_reason") or summ.stop_reason,
                        completed=bool(ckpt.get("completed", summ.completed)))
-    summary = write_summary(cfg, spec, problem, dyn, summ, ctx, steps, ckpt, t_start)
+    summary = write_summary(cfg, spec, problem, dyn, summ, ctx, steps, ckpt, t_start, theory)
     if summ.divergence is not None:
         raise TrainingDiverged(summ.divergence, summary)
     return summary
@@ -202,11 +202,28 @@ def eval_schedule(cfg: TrainConfig, dyn: Dynamics) -> tuple[np.ndarray, np.ndarr
     return steps, steps * dyn.dt
 
 
-def theory_curve(cfg: TrainConfig, problem: Problem, times: np.ndarray) -> Optional[TheoryCurve]:
+def theory_curve(cfg: TrainConfig, problem: Problem, times: np.ndarray,
+                 dyn: Optional[Dynamics] = None) -> Optional[TheoryCurve]:
+    """The DMFT at the evaluation times: for a run that takes Euler steps (``dyn.stepwise``) the
+    discrete-time theory of its step size dt (unless ``theory.discrete=false``), else gradient
+    flow; the gradient-flow E_g rides along in ``generalization_error_gf`` either way."""
     if not cfg.theory.enabled:
         return None
     y = cfg.dynamics
-    return problem.theory(times, y.weight_decay, y.temperature, y.init_variance, modes=cfg.theory.modes)
+    args = (times, y.weight_decay, y.temperature, y.init_variance)
+    if dyn is None or not dyn.stepwise or not cfg.theory.discrete:
+        gf = problem.theory(*args, modes=cfg.theory.modes)
+        return replace(gf, generalization_error_gf=gf.generalization_error)
+    gf = problem.theory(*args, modes=False)
+    step = float(dyn.dt)
+    try:
+        curve = problem.theory(*args, modes=cfg.theory.modes, learning_rate=step)
+    except ValueError as err:  # dt beyond the stable range of the typical spectrum (docs/theory.md 10.5)
+        log.warning("no discrete-time theory for this step (%s); the *_theory columns are gradient flow's", err)
+        gf = problem.theory(*args, modes=cfg.theory.modes)
+        return replace(gf, generalization_error_gf=gf.generalization_error, kind=f"continuous ({err})")
+    return replace(curve, generalization_error_gf=gf.generalization_error,
+                   kind=f"discrete (learning_rate = dt = {step:.6g})")
 
 
 def start_state(cfg: TrainConfig, problem: Problem, dyn: Dynamics, ctx: HookContext, n_evals: int
@@ -229,7 +246,8 @@ def start_state(cfg: TrainConfig, problem: Problem, dyn: Dynamics, ctx: HookCont
 
 
 def write_summary(cfg: TrainConfig, spec: ProblemSpec, problem: Problem, dyn: Dynamics, summ: RunSummary,
-                  ctx: HookContext, steps: np.ndarray, ckpt: Optional[dict], t_start: float) -> dict:
+                  ctx: HookContext, steps: np.ndarray, ckpt: Optional[dict], t_start: float,
+                  theory: Optional[TheoryCurve] = None) -> dict:
     """summary.json: final and early-stopped errors next to the DMFT, how the run went, what
     it cost, and every seed."""
     data = problem.data
@@ -239,6 +257,7 @@ def write_summary(cfg: TrainConfig, spec: ProblemSpec, problem: Problem, dyn: Dy
     div = summ.divergence
     summary = {
         "final": _final(summ),
+        "theory": None if theory is None else theory.kind,
         "early_stopping": es_hook.result() if es_hook is not None else None,
         "stop_reason": summ.stop_reason,
         "completed": summ.completed,

@@ -111,7 +111,7 @@ def _eig_design(X):
 
 
 def dataset_quantities(X, lam, s, times, label_noise=0.0, weight_decay=0.0, temperature=0.0,
-                       init_variance=0.0, bands=None, modes=False):
+                       init_variance=0.0, bands=None, modes=False, spectral=None):
     """Exact noise- and teacher-averaged quantities for one design matrix ``X`` (P x N).
 
     Returns a dict of (T,) totals ``bias``, ``variance_label_noise``, ``variance_langevin``,
@@ -119,6 +119,9 @@ def dataset_quantities(X, lam, s, times, label_noise=0.0, weight_decay=0.0, temp
     sums ``band_<name>`` of the per-mode quantities; with ``modes=True`` the (T, N) arrays
     ``mode_bias``, ``mode_variance_label_noise``, ``mode_variance_langevin``,
     ``mode_variance_init``.
+
+    ``spectral``: a replacement for :func:`spectral_functions` with its signature and outputs
+    (e.g. the discrete-time twin in tests/montecarlo_discrete.py).
 
     Cost: O(P N r + N r^2 + T (B + 1) r^2), plus O(T N r^2) when ``modes=True``.
     """
@@ -128,7 +131,7 @@ def dataset_quantities(X, lam, s, times, label_noise=0.0, weight_decay=0.0, temp
     P, N = X.shape
     c, V = _eig_design(X)
     r = c.size
-    b, g_lab, g_lang, g_init, (lab0, lang0, init0) = spectral_functions(
+    b, g_lab, g_lang, g_init, (lab0, lang0, init0) = (spectral or spectral_functions)(
         c, times, label_noise, weight_decay, temperature, init_variance)
     V2 = V**2  # (N, r)
     null_w = np.clip(1.0 - V2.sum(axis=1), 0.0, None) if r < N else np.zeros(N)
@@ -232,7 +235,7 @@ def _complete(d, prefix):
 
 def monte_carlo(lam, target_second_moment, n_samples, times, label_noise=0.0,
                 weight_decay=0.0, temperature=0.0, init_variance=0.0, n_datasets=200,
-                seed=0, bands=None, modes=False) -> MCResult:
+                seed=0, bands=None, modes=False, spectral=None) -> MCResult:
     """Average :func:`dataset_quantities` over ``n_datasets`` independent Gaussian designs
     (seeded with ``seed``); standard errors are over datasets (ddof = 1)."""
     lam = np.asarray(lam, dtype=np.float64)
@@ -249,7 +252,7 @@ def monte_carlo(lam, target_second_moment, n_samples, times, label_noise=0.0,
         for _ in range(n_datasets):
             X = rng.standard_normal((P, N)) * sqrt_lam
             d = dataset_quantities(X, lam, s, times, label_noise, weight_decay, temperature,
-                                   init_variance, bands=bands, modes=modes)
+                                   init_variance, bands=bands, modes=modes, spectral=spectral)
             _complete(d, "")
             if bands is not None:
                 _complete(d, "band_")

@@ -22,6 +22,7 @@ _WHERE = {
     **{k: (("ensemble",), k) for k in ("datasets", "replicas", "estimate_variance")},
     "theory": (("theory",), "enabled"),
     "theory_modes": (("theory",), "modes"),
+    "theory_discrete": (("theory",), "discrete"),
     **{k: (("hooks",), k) for k in ("tensorboard", "progress", "image_every", "extra", "options")},
     "early_stopping": (("hooks", "early_stopping"), "enabled"),
     **{k: (("hooks", "early_stopping"), k) for k in ("patience", "halt", "validation_size")},

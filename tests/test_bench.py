@@ -45,6 +45,7 @@ def test_quick_suite_writes_its_figures(tmp_path):
         assert ex["exact_chain_vs_direct_rel"] < (1e-10 if key == "float64" else 1e-5)
         assert ex["equal_accuracy"]["0.01"]["max_rel_err_early"] <= 0.01
     assert theory["vs_monte_carlo"]["ratio_mc_over_theory"] > 1 and len(theory["vs_N"]) == 3
+    assert len(theory["discrete_vs_continuous"]) == 3 and all(r["ratio"] > 0 for r in theory["discrete_vs_continuous"])
     assert "targets" not in train and "ratio" in p.stdout  # targets live in docs/performance.md
     assert "Times are in" in p.stdout  # torch.utils.benchmark.Compare's tables
 

@@ -56,8 +56,9 @@ def _check_outputs(run_dir: Path) -> pd.DataFrame:
         ["dynamics=langevin", "dynamics.temperature=0.01"],
         ["dynamics=weight_decay"],
         ["dynamics=bayes", "dynamics.init_variance=0.5"],
+        ["dynamics=langevin", "dynamics.temperature=0.01", "dynamics.learning_rate=0.005"],
     ],
-    ids=["gradient_flow", "langevin", "weight_decay", "bayes"],
+    ids=["gradient_flow", "langevin", "weight_decay", "bayes", "sgld_learning_rate"],
 )
 def test_cli_writes_consistent_outputs(tmp_path, extra):
     run_dir = tmp_path / "run"
@@ -66,7 +67,7 @@ def test_cli_writes_consistent_outputs(tmp_path, extra):
     assert "Traceback" not in res.stderr
     df = _check_outputs(run_dir)
     t = df["time"].to_numpy()
-    assert t[0] == pytest.approx(1e-2 / 64)
+    assert t[0] == pytest.approx(0.005 if "dynamics.learning_rate=0.005" in extra else 1e-2 / 64)
     # t = inf is the last row exactly when the stationary limit is finite (not Langevin, wd = 0, P < N)
     assert math.isinf(t[-1]) == ("dynamics=langevin" not in extra)
     assert t[-2 if math.isinf(t[-1]) else -1] == pytest.approx(500.0)
@@ -109,6 +110,9 @@ def test_cli_early_stopping_optimum_with_label_noise(tmp_path):
         (["data.target=labels"], "data.target"),  # the power-law data set has no labels
         (["data.target=teacher_network"], "data.target"),
         (["data.alpha=null"], "data.alpha"),  # the power law needs its exponents
+        (["dynamics.learning_rate=0.05"], "dynamics.learning_rate"),  # unstable for the typical spectrum
+        (["dynamics.learning_rate=0"], "dynamics.learning_rate"),
+        (["dynamics.learning_rate=0.01", "dynamics.dt=0.02"], "dynamics.learning_rate"),
     ],
     ids=lambda v: ",".join(v) if isinstance(v, list) else v,
 )
@@ -183,3 +187,19 @@ def test_the_theory_app_imports_no_torch(compose):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_time_grid_in_steps(compose):
+    """With a learning rate the grid is log-spaced step counts from 1 (times n lr), and the
+    prediction there is the discrete-time one: it differs from gradient flow at the first step
+    and agrees with it late (docs/theory.md, section 10)."""
+    s = settings_from_config(compose("predict", SMALL + ["dynamics.learning_rate=0.005"]))
+    t = time_grid(s)
+    n = t[np.isfinite(t)] / 0.005
+    np.testing.assert_allclose(n, np.round(n), rtol=0, atol=1e-9)
+    assert n[0] == 1 and math.isinf(t[-1]) and len(n) <= 16
+    disc = compute(s)
+    cont = compute(settings_from_config(compose("predict", SMALL)))
+    first = np.interp(disc.time[0], cont.time[:-1], cont.E_g[:-1])
+    assert abs(disc.E_g[0] / first - 1) > 0.05
+    np.testing.assert_allclose(disc.E_g[-2], cont.E_g[-2], rtol=1e-3)

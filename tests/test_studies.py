@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # the analysis scripts live next to the package, not inside it
     sys.path.insert(0, str(REPO))
 
-PRESETS = ("bias_variance", "early_stopping", "scaling", "pareto", "model_size")
+PRESETS = ("bias_variance", "early_stopping", "scaling", "pareto", "model_size", "learning_rate")
 QUIET = ["device=cpu", "hooks.progress=false", "hooks.tensorboard=false"]
 GF = "dynamics={name:gradient_flow,weight_decay:0.0,temperature:0.0}"
 DPI = 60  # figures at low resolution: rendering dominates the analyses' run time
@@ -71,6 +71,13 @@ def _sweep(preset, overrides, tmp_path, launcher="basic", capsys=None, monkeypat
 
 def _index(sweep):
     return pd.read_csv(sweep / "index.csv")
+
+
+def idx_theory(sweep):
+    """summary.json "theory" of every run of a sweep."""
+    import json
+
+    return [json.loads(p.read_text())["theory"] for p in sorted(sweep.glob("*/summary.json"))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +147,28 @@ def test_bias_variance_reduced(tmp_path, capsys, monkeypatch):
     curves = pd.read_csv(out / "bias_variance_curves.csv")
     # the seed average keeps E_g = bias + variance
     np.testing.assert_allclose(curves["bias"] + curves["variance"], curves["E_g"], rtol=1e-9)
+
+
+def test_learning_rate_reduced(tmp_path, capsys, monkeypatch):
+    """Reduced learning-rate sweep (2 step sizes x 2 seeds): the runs carry the discrete-time DMFT of
+    their step and the analysis writes its files. (Accuracy: too few data sets here, P = 32; the
+    default run is checked in tests/test_train_app.py, the engine in tests/test_theory_discrete.py.)"""
+    from analysis import learning_rate
+
+    sweep = _sweep("learning_rate", ["model.N=64", "data.P=32", "ensemble.datasets=2", "dynamics.t_max=5",
+                                     "dynamics.n_evals=12", "seed=0,1", "dynamics.dt=0.005,0.02"], tmp_path,
+                   capsys=capsys, monkeypatch=monkeypatch)
+    idx = _index(sweep)
+    assert len(idx) == 4 and set(idx["status"]) == {"ok"}
+    res = learning_rate.analyze(sweep, dpi=DPI)
+    out = sweep / "analysis"
+    for name in ("learning_rate.png", "learning_rate.pdf", "learning_rate_conditions.csv",
+                 "learning_rate_theory.csv", "results.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert [c["dt"] for c in res["conditions"]] == [0.005, 0.02]
+    assert all(np.isfinite(c["E_g_rel_dev_step1"]) and c["n_star_dmft"] >= 1 for c in res["conditions"])
+    assert all(str(t).startswith("discrete") for t in idx_theory(sweep))
+    assert 0 <= res["unstable_fraction_at_1.5"] <= res["unstable_fraction_at_2.2"] <= 1
 
 
 def test_early_stopping_hook_agrees_with_dmft_optimum(tmp_path, capsys, monkeypatch):

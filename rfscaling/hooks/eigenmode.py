@@ -22,6 +22,8 @@ __all__ = ["EigenmodeHook", "METRICS_COLUMNS"]
 METRICS_COLUMNS = (
     "time", "step", "E_g", "E_g_theory", "bias", "bias_theory", "variance", "variance_theory",
     "train_error", "train_error_theory",
+    # the gradient-flow theory's E_g (= E_g_theory unless that is the theory of the run's step size)
+    "E_g_theory_gf",
     # standard errors over data sets of the empirical columns (error bars without extra seeds)
     "E_g_se", "bias_se", "variance_se", "train_error_se",
 )
@@ -68,6 +70,7 @@ class EigenmodeHook(HookBase):
             "bias": m.bias, "bias_theory": th.bias if th else nan,
             "variance": m.variance, "variance_theory": th.variance if th else nan,
             "train_error": m.train_error, "train_error_theory": th.train_error if th else nan,
+            "E_g_theory_gf": th.generalization_error_gf if th else nan,
             "E_g_se": m.generalization_error_se, "bias_se": m.bias_se, "variance_se": m.variance_se,
             "train_error_se": m.train_error_se,
         })

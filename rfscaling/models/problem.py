@@ -63,7 +63,7 @@ class Problem:
     n_features: Optional[int] = None  # random-projection student: its width N (theory over M modes)
 
     def theory(self, times, weight_decay: float = 0.0, temperature: float = 0.0, init_variance: float = 0.0,
-               modes: bool = True):
+               modes: bool = True, learning_rate: Optional[float] = None):
         """DMFT curve (:class:`~rfscaling.theory.curve.TheoryCurve`) at ``times`` for this problem.
 
         The unexplained target variance ``u`` enters ``predict`` as label noise (Gaussian
@@ -71,6 +71,7 @@ class Problem:
         and its share ``u / (label_noise + u)`` of the label-noise variance (linear in the noise
         variance) is moved to the bias, because it is a fixed function of the inputs and hence
         identical across the replicas of a dataset (as in ``rfscaling.predict``).
+        ``learning_rate``: the step size of a discrete-time run (None: gradient flow).
         """
         from rfscaling.theory import predict
         from rfscaling.theory.curve import TheoryCurve
@@ -78,7 +79,8 @@ class Problem:
         noise = self.label_noise + self.unexplained_variance
         pred = predict(self.theory_eigenvalues, self.theory_target_second_moment, self.data.n_samples,
                        np.asarray(times, dtype=np.float64), label_noise=noise, weight_decay=weight_decay,
-                       temperature=temperature, init_variance=init_variance, n_features=self.n_features)
+                       temperature=temperature, init_variance=init_variance, n_features=self.n_features,
+                       learning_rate=learning_rate)
         if modes:
             curve = TheoryCurve.from_prediction(pred, n_modes=int(self.data.eigenvalues.shape[0]))
         else:  # the per-mode arrays are computed on first read: do not read them

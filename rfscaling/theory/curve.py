@@ -21,11 +21,16 @@ class TheoryPoint:
     mode_error: Optional[np.ndarray] = None
     mode_bias: Optional[np.ndarray] = None
     mode_variance: Optional[np.ndarray] = None
+    generalization_error_gf: float = float("nan")   # E_g of the gradient-flow (continuous-time) theory
 
 
 @dataclass(frozen=True)
 class TheoryCurve:
-    """DMFT prediction at all evaluation times: totals (T,), per-mode (T, N) or None."""
+    """DMFT prediction at all evaluation times: totals (T,), per-mode (T, N) or None.
+
+    ``kind``: "discrete (learning_rate=...)" when it is the theory of the run's own step size,
+    "continuous" for gradient flow; ``generalization_error_gf`` (T,) is the gradient-flow E_g in
+    either case (the same array when ``kind`` is continuous)."""
 
     times: np.ndarray
     generalization_error: np.ndarray
@@ -35,6 +40,8 @@ class TheoryCurve:
     mode_error: Optional[np.ndarray] = None
     mode_bias: Optional[np.ndarray] = None
     mode_variance: Optional[np.ndarray] = None
+    generalization_error_gf: Optional[np.ndarray] = None
+    kind: str = "continuous"
 
     def at(self, i: int) -> TheoryPoint:
         def pick(a):
@@ -43,6 +50,8 @@ class TheoryCurve:
         return TheoryPoint(
             float(self.generalization_error[i]), float(self.bias[i]), float(self.variance[i]),
             float(self.train_error[i]), pick(self.mode_error), pick(self.mode_bias), pick(self.mode_variance),
+            float((self.generalization_error if self.generalization_error_gf is None
+                   else self.generalization_error_gf)[i]),
         )
 
     @staticmethod

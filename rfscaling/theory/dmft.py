@@ -199,7 +199,8 @@ def _limit_zero(lam, w2, P, lab, s0):
 
 def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0, weight_decay=0.0,
             temperature=0.0, init_variance=0.0, *, tail_power: float = 0.0,
-            quadrature_nodes: int = 32, n_features: int | None = None) -> Prediction:
+            quadrature_nodes: int = 32, n_features: int | None = None, learning_rate=None,
+            momentum: float = 0.0) -> Prediction:
     """Typical-case DMFT prediction of the learning curves of linear random-feature regression.
 
     Parameters
@@ -216,6 +217,13 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
     n_features : None for the aligned student (width = len(eigenvalues)); an integer N for the
         random-projection student f(x) = w . A psi(x)/sqrt(N) of the M = len(eigenvalues) teacher
         modes (docs/theory.md section 9; per-mode arrays are then over the M teacher modes).
+    learning_rate : None (default) for gradient flow in continuous time; a step size eta > 0 for
+        gradient descent with full-batch steps w <- w - eta grad L (+ sqrt(2 T eta) xi for
+        T > 0: Euler-Maruyama SGLD). Times stay in gradient-flow units: t is the state after
+        n = t / eta steps (t must be a multiple of eta); t = inf is the fixed point or the
+        stationary law. A step beyond the stable range of the typical spectrum
+        (eta lambda_edge >= 2) is a ValueError. docs/theory.md, section 10.
+    momentum : heavy-ball momentum; only 0 is implemented in discrete time.
 
     The totals (E_g, bias, variances, train error) are computed here, at O(N nodes^2) per decade
     of time. The per-mode arrays ``mode_error``, ``mode_bias``, ``mode_variance``,
@@ -223,10 +231,20 @@ def predict(eigenvalues, target_second_moment, n_samples, times, label_noise=0.0
     ``mode_response`` (shape (T, N), O(T N nodes^2)) are computed on the first read of any of them
     from data kept in the result, and cached; a caller that reads only totals never pays for them.
     """
+    if n_features is not None and (learning_rate is not None or momentum != 0):
+        raise ValueError("n_features with learning_rate/momentum: the discrete-time theory of the "
+                         "random-projection student is not implemented; use learning_rate=None")
     if n_features is not None:
         return _predict_projected(eigenvalues, target_second_moment, n_samples, times, label_noise,
                                   weight_decay, temperature, init_variance, tail_power, quadrature_nodes,
                                   n_features)
+    if learning_rate is not None or momentum != 0:
+        from .discrete import predict_discrete  # the discrete-time kernel (imports this module)
+
+        with _blas_single_thread():
+            return predict_discrete(eigenvalues, target_second_moment, n_samples, times, label_noise,
+                                    weight_decay, temperature, init_variance, tail_power,
+                                    quadrature_nodes, learning_rate, momentum)
     with _blas_single_thread():
         return _predict(eigenvalues, target_second_moment, n_samples, times, label_noise, weight_decay,
                         temperature, init_variance, tail_power, quadrature_nodes)

@@ -312,20 +312,32 @@ def kappa_on_contour(lam: np.ndarray, P: int, weight_decay: float, sigma, thetas
     scales = np.asarray(scales, dtype=np.float64)
     z0 = weight_decay + scales * float(np.real(sigma(0.0)))
     lam_b, w_b = _compress(lam, per_decade=48)
-    kappa = _kappa_real_monotone(lam_b, w_b, P, z0).astype(np.complex128)
+    kappa0 = _kappa_real_monotone(lam_b, w_b, P, z0)
+    zfun = lambda t: weight_decay + scales * sigma(t)  # noqa: E731
+    return kappa_on_path(lam, P, zfun, thetas, kappa0)
+
+
+def kappa_on_path(lam: np.ndarray, P: int, zfun, thetas: np.ndarray,
+                  kappa0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """kappa(zfun(theta_m)) for J paths at once: zfun(theta) -> (J,) complex z, real at theta = 0,
+    where ``kappa0`` (J,) is the physical root (possibly on a binned spectrum: the first
+    continuation step corrects it). The physical branch is followed from theta = 0 through the
+    nodes ``thetas`` (increasing) on a Gauss-compressed spectrum, then polished on the full one.
+    Returns kappa (J, M) and the last relative Newton correction (J, M).
+    """
     # continuation on a Gauss-compressed spectrum (three atoms per bin: the first full-spectrum
     # correction was 1e-16 ... 2e-12 relative on the spectra tried, against ~1e-4 with one atom at
     # the bin mean), so that one Newton step on the full spectrum polishes it
     lam_c, w_c = _compress_gauss(lam, per_decade=48, points=3)
     n_eff = float(lam.size)
-    out = np.empty((scales.size, thetas.size), dtype=np.complex128)
+    kappa = np.asarray(kappa0, dtype=np.complex128)
+    out = np.empty((kappa.size, thetas.size), dtype=np.complex128)
     th_prev = 0.0
-    zfun = lambda t: weight_decay + scales * sigma(t)  # noqa: E731
     for m, th in enumerate(thetas):
         kappa = _continue(lam_c, w_c, P, zfun, th_prev, th, kappa, n_eff=n_eff)
         out[:, m] = kappa
         th_prev = th
-    z = weight_decay + scales[:, None] * sigma(thetas)[None, :]
+    z = np.stack([zfun(th) for th in thetas], axis=1)
     if w_c is None:  # solved on the exact spectrum already
         return out, np.zeros(z.shape)
     # polish on the full spectrum: one Newton step with the full residual and the slope of the

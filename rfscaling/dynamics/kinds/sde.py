@@ -40,11 +40,11 @@ def build_sde(data: "EnsembleData", cfg: DynamicsConfig) -> "Dynamics":
 
     wd = cfg.weight_decay
     if cfg.integrator == "exact":  # the same dt (time grid) as Euler and auto would take
-        dt = cfg.dt if cfg.dt is not None else 1.0 / float(hessian_top_eigenvalue(data.features, wd).max())
+        dt = cfg.step if cfg.step is not None else 1.0 / float(hessian_top_eigenvalue(data.features, wd).max())
         return ExactDynamics(data, cfg, dt=dt, eig=HessianEigen.of(data.features))
     gram = design_gram(data.features)
     lam_max = float(hessian_top_eigenvalue(data.features, wd, gram=gram).max())
-    dt = cfg.dt if cfg.dt is not None else 1.0 / lam_max
+    dt = cfg.step if cfg.step is not None else 1.0 / lam_max
     if cfg.integrator == "auto":
         steps = cfg.t_max / dt
         macs = steps * 2 * data.n_samples * data.n_modes * data.n_datasets * data.n_replicas
@@ -53,7 +53,7 @@ def build_sde(data: "EnsembleData", cfg: DynamicsConfig) -> "Dynamics":
                      "integrator (dynamics.integrator=euler forces stepping)", steps, macs, cfg.t_max)
             return ExactDynamics(data, cfg, dt=dt)
     if dt * lam_max >= 2.0:
-        raise ConfigError("dynamics.dt", cfg.dt,
+        raise ConfigError("dynamics.dt" if cfg.dt is not None else "dynamics.learning_rate", cfg.step,
                           f"unstable Euler step: must be < {2.0 / lam_max:.6g} = 2/lambda_max(H) of the drawn "
                           f"data (null picks 1/lambda_max = {1.0 / lam_max:.6g}; dynamics.integrator=exact has "
                           "no bound)")
