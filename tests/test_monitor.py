@@ -207,7 +207,7 @@ def _width_check(widths, steps, max_gap, P=64):
     assert gap[-1] < gap[0] / 4 and gap[-1] < max_gap, gap
     # its DMFT against the average over training sets of the linearised GD: within 3 % + 4 se
     # (d = 8 inputs; with d = 3 the kernel's eigenfeatures are far from Gaussian and the theory
-    # is 2-9 % low, see docs/theory.md section 8)
+    # is 2-9 % low, see docs/theory.md section 9)
     rows = _dmft_against_linearised_average(mon, y, P, steps)
     assert np.all(np.abs(rows[:, 3] - rows[:, 1]) < 0.03 * rows[:, 1] + 4 * rows[:, 2]), rows
     return dev, wide, rows

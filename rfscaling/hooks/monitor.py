@@ -1,4 +1,4 @@
-"""Eigenmodes of a user's own torch model, next to the DMFT (docs/theory.md, section 8).
+"""Eigenmodes of a user's own torch model, next to the DMFT (docs/theory.md, section 9).
 
 :class:`EigenmodeMonitor` takes the empirical NTK of the model at its parameters at
 construction (or the feature kernel of a readout-linear model), eigendecomposes ``K_pool / M``
