@@ -8,15 +8,31 @@ fixed time horizon needs a learning rate O(N) -- the monitor's time stays gradie
 
 ``Doubled(net)``: f = g_theta - g_theta' with theta' = theta at init, so f_0 = 0 exactly and
 the NTK is twice that of g: the theory's zero-init convention holds for any network.
+
+Registered as ``model=mlp`` (width ``model.N``, ``model.depth``, ``model.nonlinearity``,
+``model.parameterization``, ``model.doubling``): its problem is in the eigen-coordinates of the
+network's empirical NTK at init (rfscaling/models/network.py).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
+
+from rfscaling.config import POOL_FACTOR, DataConfig, ModelConfig
+from rfscaling.data.ensemble import make_generator
+from rfscaling.data.inputs import binary_labels
+from rfscaling.data.sets import DataSet
+from rfscaling.data.sets.gaussian_powerlaw import gaussian_power_law_inputs
+from rfscaling.errors import ConfigError
+from rfscaling.models.network import Targets, network_problem
+from rfscaling.models.problem import MODELS, Problem, ProblemSpec
+from rfscaling.models.random_features import RandomFeatureMap
 
 __all__ = ["ACTIVATIONS", "PARAMETERIZATIONS", "MLP", "Doubled"]
 
@@ -25,6 +41,7 @@ ACTIVATIONS = {
     "tanh": torch.tanh,
     "erf": torch.special.erf,
     "gelu": nn.functional.gelu,
+    "identity": lambda x: x,
 }
 PARAMETERIZATIONS = ("ntk", "mean_field")
 
@@ -68,3 +85,86 @@ class Doubled(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.plus(x) - self.minus(x)
+
+
+# --------------------------------------------------------------------------------------------
+# The registered model: an MLP with all layers trained (model=mlp)
+
+
+def _inputs(spec: ProblemSpec, pool: int) -> tuple[torch.Tensor, Optional[np.ndarray]]:
+    """Pool inputs: the data set's, or for the eigen-space power-law task Gaussian inputs of
+    dimension data.input_dim with the power-law covariance (stream "inputs")."""
+    d = spec.data
+    if spec.dataset.eigen_space:
+        g = make_generator(spec.seed, "inputs", device=spec.device)
+        return gaussian_power_law_inputs(pool, d.input_dim, d.alpha, g, torch.float64, spec.device), None
+    return spec.dataset.draw(d, pool, spec.seed, spec.device)
+
+
+def _targets(spec: ProblemSpec, x: torch.Tensor, labels) -> Targets:
+    """Clean pool targets (D, M): a power law c k^-(1+beta) per mode of the network's NTK, a
+    random-feature teacher network of width model.M, or the data set's labels (+1 / -1)."""
+    d, m, D = spec.data, spec.model, spec.datasets
+    gt = make_generator(spec.seed, "teacher", device=spec.device)
+
+    def powerlaw(phi, lam, r):
+        k = torch.arange(1, r + 1, dtype=torch.float64, device=phi.device)
+        amp = torch.sqrt(d.c * k ** (-(1.0 + d.beta)) / lam[:r]).expand(D, -1)
+        if d.teacher == "random":
+            amp = amp * torch.randn(D, r, generator=gt, dtype=torch.float64, device=phi.device)
+        return amp @ phi[:, :r].T
+
+    def network(phi, lam, r):
+        n = 1 if d.teacher == "fixed" else D
+        ys = []
+        for _ in range(n):  # a handful of teachers at most; each is one matmul
+            tmap = RandomFeatureMap(x.shape[1], m.teacher_modes, m.nonlinearity, gt, torch.float64, spec.device)
+            a = torch.randn(m.teacher_modes, generator=gt, dtype=torch.float64, device=spec.device)
+            with torch.no_grad():
+                ys.append(tmap(x) @ a)
+        return torch.stack(ys).expand(D, -1)
+
+    def from_labels(phi, lam, r):
+        return torch.as_tensor(binary_labels(labels), dtype=torch.float64, device=spec.device).expand(D, -1)
+
+    return {"powerlaw_teacher": powerlaw, "teacher_network": network, "labels": from_labels}[d.target]
+
+
+def _problem(spec: ProblemSpec) -> Problem:
+    d, m = spec.data, spec.model
+    pool = spec.pool_size or max(POOL_FACTOR * m.N, 2 * d.P)
+    x, labels = _inputs(spec, pool)
+    g = make_generator(spec.seed, "model", device=spec.device)
+    net = MLP(x.shape[1], m.N, m.depth, m.nonlinearity, m.parameterization, generator=g, dtype=spec.dtype,
+              device=spec.device)
+    if m.doubling:
+        net = Doubled(net)
+    info = {"input_dim": int(x.shape[1]), "width": m.N, "depth": m.depth, "parameterization": m.parameterization,
+            "doubling": m.doubling}
+    return network_problem(spec, net, x, _targets(spec, x, labels), info)
+
+
+@MODELS.register("mlp")
+class MLPModel:
+    checkpoints = False  # the network's parameters live in its dynamics, not in the run state
+
+    @staticmethod
+    def check(data: DataConfig, model: ModelConfig, dataset: DataSet) -> None:
+        if dataset.eigen_space and data.pool_size is not None and data.pool_size <= data.P:
+            raise ConfigError("data.pool_size", data.pool_size, f"must be an integer > data.P={data.P}")
+
+    problem = staticmethod(_problem)
+
+    @staticmethod
+    def draws(spec: ProblemSpec) -> dict[str, str]:
+        d, dataset = spec.data, spec.dataset
+        draws = {}
+        if dataset.eigen_space or dataset.size is None or spec.pool_size < dataset.size:
+            draws["inputs"] = "inputs" if dataset.eigen_space else dataset.input_stream
+        draws["network_init"] = "model"
+        if d.target == "teacher_network" or (d.target == "powerlaw_teacher" and d.teacher == "random"):
+            draws["teacher"] = "teacher"
+        draws.update(sample_selection="data", label_noise="data")
+        if spec.validation_size > 0:
+            draws["validation"] = "data"
+        return draws
