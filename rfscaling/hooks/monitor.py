@@ -16,7 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from rfscaling.models.ntk import HasFeatures, empirical_ntk, feature_kernel, model_outputs
+from rfscaling.models.ntk import (
+    HasFeatures,
+    empirical_ntk,
+    feature_kernel,
+    model_outputs,
+)
 
 __all__ = ["EigenmodeMonitor"]
 
