@@ -31,15 +31,26 @@ from rfscaling.errors import ConfigError
 from rfscaling.models.network import NetworkData, pseudo_weights
 from rfscaling.optim import SGLD
 
-__all__ = ["NetworkDynamics", "build_network", "EnsembleModule"]
+__all__ = ["NetworkDynamics", "build_network", "EnsembleModule", "member_chunk"]
+
+#: members per vmap chunk on the CPU: all at once, the activations of 32 members (32 MB per
+#: tensor at width 1024, P = 1024) fall out of cache and a step was 2.3x slower than a per-seed
+#: loop; in chunks of 2 it is ~1.2x faster than the loop (docs/performance.md)
+CPU_MEMBER_CHUNK = 2
+
+
+def member_chunk(device: torch.device | str) -> Optional[int]:
+    """vmap's chunk_size over members: all at once on a GPU, :data:`CPU_MEMBER_CHUNK` on the CPU."""
+    return None if torch.device(device).type == "cuda" else CPU_MEMBER_CHUNK
 
 
 class EnsembleModule:
-    """K copies of a module, stacked (``torch.func.stack_module_state``) and evaluated by vmap."""
+    """K modules of one architecture (seeds, or copies of one), their parameters stacked
+    (``torch.func.stack_module_state``: leaf tensors (K, ...)) and evaluated by vmap."""
 
-    def __init__(self, module: torch.nn.Module, copies: int) -> None:
-        self.params, self.buffers = stack_module_state([module] * copies)
-        self.base = copy.deepcopy(module).to("meta")
+    def __init__(self, modules: Sequence[torch.nn.Module], chunk_size: Optional[int] = None) -> None:
+        self.params, self.buffers = stack_module_state(list(modules))
+        self.base = copy.deepcopy(modules[0]).to("meta")
 
         def f(params, buffers, x):
             return functional_call(self.base, (params, buffers), (x,)).reshape(x.shape[0])
@@ -49,7 +60,7 @@ class EnsembleModule:
 
         self.outputs = vmap(f, in_dims=(0, 0, None))  # one input batch for every member
         self.member_outputs = vmap(f)  # (K, B, d) inputs, one batch per member
-        self.gradients = vmap(grad(loss), in_dims=(0, 0, 0, 0, None))
+        self.gradients = vmap(grad(loss), in_dims=(0, 0, 0, 0, None), chunk_size=chunk_size)
 
     def forward(self, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
         """Outputs (K, M) of every member on the same inputs (M, d)."""
@@ -75,7 +86,7 @@ class NetworkDynamics(EnsembleReadout):
         self.data, self.cfg, self.dt, self.lambda_max = data, cfg, float(dt), lambda_max
         self.batch = P if batch_size is None else int(batch_size)
         self._Xt = data.features.transpose(1, 2).contiguous()
-        self.ensemble = EnsembleModule(data.network, D * R)
+        self.ensemble = EnsembleModule([data.network] * (D * R), member_chunk(data.labels.device))
         x = data.pool_inputs[data.sample_index]  # (D, P, d)
         self._x = x[:, None].expand(D, R, *x.shape[1:]).reshape(D * R, *x.shape[1:])
         self._y = data.labels.reshape(D * R, P)
