@@ -131,11 +131,7 @@ SMALL_CLI = ["model.N=32", "data.P=32", "data.input_dim=8", "ensemble.datasets=2
              "dynamics.t_max=3", "dynamics.n_evals=8", "hooks.progress=false", "device=cpu"]
 
 
-@pytest.mark.parametrize("extra", [[], ["dynamics=sgd", "dynamics.batch_size=16"]])
-def test_app_writes_complete_run_files(tmp_path, extra):
-    out = tmp_path / "run"
-    p = _cli(["model=mlp", *extra, *SMALL_CLI, f"hydra.run.dir={out}"], tmp_path)
-    assert p.returncode == 0, p.stderr
+def _check_run_files(out: Path, integrator: str):
     with open(out / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == METRICS_COLUMNS and len(rows) >= 5
@@ -149,6 +145,21 @@ def test_app_writes_complete_run_files(tmp_path, extra):
     # doubled network: f_0 = 0, so E_g(0) is the target power, measured and predicted alike
     assert float(rows[0]["E_g"]) == pytest.approx(float(rows[0]["E_g_theory"]), rel=1e-5)
     assert float(rows[-1]["E_g"]) < 0.7 * float(rows[0]["E_g"])
-    assert s["integrator"] == ("network_sgd" if extra else "network_gd")
+    assert s["integrator"] == integrator
     assert any((out / "tensorboard").rglob("events.out.tfevents*"))
 
+
+def test_app_writes_complete_run_files(tmp_path):
+    """``python -m rfscaling.train model=mlp`` (small sizes) on the command line."""
+    out = tmp_path / "run"
+    p = _cli(["model=mlp", *SMALL_CLI, f"hydra.run.dir={out}"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    _check_run_files(out, "network_gd")
+
+
+def test_sgd_run_writes_complete_run_files(tmp_path):
+    """``model=mlp dynamics=sgd dynamics.batch_size=16`` (small sizes), in process."""
+    cfg = config(model="mlp", dynamics="sgd", batch_size=16, N=32, P=32, input_dim=8, datasets=2, replicas=2,
+                 t_max=3.0, n_evals=8, progress=False, tensorboard=True)
+    train(cfg, tmp_path)
+    _check_run_files(tmp_path, "network_sgd")
