@@ -1,7 +1,7 @@
 """Study analyses: ``python -m analysis <study> [SWEEP_DIR] [--out DIR]``.
 
 Studies (one per preset in conf/experiment/): bias_variance, early_stopping, scaling, pareto,
-model_size, learning_rate.
+model_size, learning_rate, sgd_noise, width.
 Each reads a finished sweep (run files and the sweep index; nothing is re-run) and writes figures
 (PNG + PDF), CSV/Markdown tables and results.json into ``<sweep>/analysis/``. Without SWEEP_DIR,
 the newest sweep of the study under runs/studies/<study>/ is used. Also
@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-STUDIES = ("bias_variance", "early_stopping", "scaling", "pareto", "model_size", "learning_rate")
+STUDIES = ("bias_variance", "early_stopping", "scaling", "pareto", "model_size", "learning_rate", "sgd_noise",
+           "width")
 
 
 def main(argv=None) -> int:

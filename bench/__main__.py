@@ -3,7 +3,7 @@
     python -m bench --quick              # reduced sizes (a few minutes on 2 CPU cores)
     python -m bench                      # full sizes
     python -m bench --device cuda        # the testbed part on a GPU (the theory runs on numpy)
-    python -m bench --skip theory,hooks  # leave sections out (theory, step, hooks, exact)
+    python -m bench --skip theory,hooks  # leave sections out (theory, step, hooks, exact, ensemble)
 
 The testbed's sections are modules of their own, each runnable alone (``python -m
 bench.bench_step`` ...): bench_step (the Euler step: forms, naive loop, plain bmm, whole strided
@@ -21,16 +21,18 @@ from pathlib import Path
 
 import torch
 
-from bench import bench_exact, bench_hooks, bench_step, bench_theory
+from bench import bench_ensemble, bench_exact, bench_hooks, bench_step, bench_theory
 from bench.timing import machine_info, machine_references, setup, stamp, write
 
-SECTIONS = {"step": bench_step, "hooks": bench_hooks, "exact": bench_exact}
+SECTIONS = {"step": bench_step, "hooks": bench_hooks, "exact": bench_exact, "ensemble": bench_ensemble}
 TITLES = {
     "step": "[1] the Euler step (bench.bench_step): the batched ensemble (EulerDynamics.advance, automatic step form) "
             "against its features form, the naive per-seed loop (nn.Linear + SGD) and plain bmm of the form's shapes",
     "hooks": "[2] hook overhead (bench.bench_hooks): the app's default run, progress bar off, against its training "
              "alone",
     "exact": "[3] exact integrator vs Euler (bench.bench_exact): E_g at 100 log-spaced times up to t = 1e4/(P lam_1)",
+    "ensemble": "[4] network ensembles (bench.bench_ensemble): one GD step of K doubled MLPs stacked and vmapped "
+                "(model=mlp) against a per-seed loop of torch.optim.SGD",
 }
 
 

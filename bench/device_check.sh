@@ -21,7 +21,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 } 2>&1 | tee "$OUT/device.txt"
 # the CUDA path of the dynamics and Lanczos on the device (skipped on CPU-only machines)
-$PY -m pytest -q -p no:cacheprovider tests/test_dynamics.py tests/test_spectral.py 2>&1 | tail -4 | tee "$OUT/tests.txt"
+$PY -m pytest -q -p no:cacheprovider tests/test_dynamics.py tests/test_spectral.py tests/test_cuda_network.py 2>&1 | tail -4 | tee "$OUT/tests.txt"
 # the benchmark suite's testbed part on the device (the theory runs on numpy: CPU numbers only)
 timeout 420 $PY -m bench --quick --skip theory --device "$DEVICE" --out-dir "$OUT/bench_$DEVICE" 2>&1 \
   | tee "$OUT/bench_$DEVICE.txt" | tail -40

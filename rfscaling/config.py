@@ -40,7 +40,7 @@ from rfscaling.errors import ConfigError
 __all__ = [
     "DataConfig", "ModelConfig", "DynamicsConfig", "EnsembleConfig", "TheoryConfig", "EarlyStoppingConfig",
     "CheckpointConfig", "BudgetConfig", "HooksConfig", "TrainConfig", "PredictConfig", "register_configs",
-    "GROUP_SCHEMAS", "CONF_DIR", "TARGETS", "TEACHERS", "NONLINEARITIES", "INTEGRATORS", "DTYPES",
+    "GROUP_SCHEMAS", "CONF_DIR", "TARGETS", "TEACHERS", "NONLINEARITIES", "PARAMETERIZATIONS", "INTEGRATORS", "DTYPES",
     "POOL_FACTOR", "NOT_RESULT", "as_dict", "schema", "to_config", "ConfigError",
 ]
 
@@ -49,7 +49,8 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 TARGETS = ("powerlaw_teacher", "teacher_network", "labels")
 TEACHERS = ("fixed", "random")
-NONLINEARITIES = ("relu", "tanh", "erf", "identity")
+NONLINEARITIES = ("relu", "tanh", "erf", "gelu", "identity")
+PARAMETERIZATIONS = ("ntk", "mean_field")
 INTEGRATORS = ("euler", "exact", "auto")
 DTYPES = ("float32", "float64")
 #: ``data.pool_size: null`` resolves to max(POOL_FACTOR * model.N, 2 * data.P), capped by the data set.
@@ -121,12 +122,19 @@ class DataConfig:
 class ModelConfig:
     N: int = 1024  # features / eigenmodes of the student
     kind: str = "eigenfeature"  # a registered model (rfscaling/models/)
-    nonlinearity: str = "relu"  # relu|tanh|erf|identity (random features)
+    nonlinearity: str = "relu"  # relu|tanh|erf|gelu|identity (random features, mlp)
     M: Optional[int] = None  # teacher modes / teacher-network width (>= N); null: M = N
+    depth: int = 1  # mlp: hidden layers
+    parameterization: str = "ntk"  # mlp: ntk | mean_field (readout 1/N instead of 1/sqrt(N))
+    doubling: bool = True  # mlp: f = g_theta - g_theta' with theta' = theta at init (f_0 = 0)
 
     def __post_init__(self) -> None:
         _int("model.N", self.N, 1)
         _choice("model.nonlinearity", self.nonlinearity, NONLINEARITIES)
+        _int("model.depth", self.depth, 1)
+        _choice("model.parameterization", self.parameterization, PARAMETERIZATIONS)
+        if not isinstance(self.doubling, bool):
+            raise ConfigError("model.doubling", self.doubling, "must be true or false")
         if self.M is not None and (isinstance(self.M, bool) or not isinstance(self.M, int) or self.M < self.N):
             raise ConfigError("model.M", self.M, f"must be an integer >= model.N={self.N} or null (M = N)")
 
@@ -154,6 +162,9 @@ class DynamicsConfig:
     n_evals: int = 40  # log-spaced evaluation times
     integrator: str = "euler"  # euler | exact | auto (exact when Euler would cost > 5e10 multiply-adds)
     max_stride: Optional[int] = None  # Euler without noise: steps per propagator product; null: by cost
+    batch_size: Optional[int] = None  # sgd: samples per step (<= data.P)
+    replacement: bool = False  # sgd: batches drawn with replacement (else: epochs of a permutation)
+    momentum: float = 0.0  # sgd: heavy-ball momentum in [0, 1)
 
     def __post_init__(self) -> None:
         _num("dynamics.weight_decay", self.weight_decay, 0.0)
@@ -172,6 +183,12 @@ class DynamicsConfig:
         if self.dt is not None and self.learning_rate is not None and self.dt != self.learning_rate:
             raise ConfigError("dynamics.learning_rate", self.learning_rate,
                               f"must be null or equal dynamics.dt={self.dt:g} (the same step; set one of them)")
+        _int("dynamics.batch_size", self.batch_size, 1, optional=True)
+        if not isinstance(self.replacement, bool):
+            raise ConfigError("dynamics.replacement", self.replacement, "must be true or false")
+        m = self.momentum
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m < 1.0:
+            raise ConfigError("dynamics.momentum", m, "must be a number in [0, 1)")
         if self.dt is not None and self.dt > self.t_max:
             raise ConfigError("dynamics.dt", self.dt, f"must be <= dynamics.t_max={self.t_max:g}")
         if self.learning_rate is not None and self.learning_rate > self.t_max:

@@ -46,11 +46,11 @@ from rfscaling.config import TrainConfig, as_dict, to_config
 from rfscaling.data import derive_seed, make_generator, resolve_device, resolve_dtype
 from rfscaling.dynamics.base import Dynamics, State
 from rfscaling.dynamics.kinds import DYNAMICS
-from rfscaling.errors import EXIT_DIVERGED
+from rfscaling.errors import EXIT_DIVERGED, ConfigError
 from rfscaling.files import atomic_write, remove_stale_temp_files
 from rfscaling.hooks import TensorBoardHook, load_checkpoint
 from rfscaling.hooks.registry import HookContext, build_hooks, check_hooks, hook_names
-from rfscaling.models import Problem, ProblemSpec, check_problem, make_problem, random_streams
+from rfscaling.models import MODELS, Problem, ProblemSpec, check_problem, make_problem, random_streams
 from rfscaling.run import Divergence, RunInfo, RunSummary, TheoryCurve, log_spaced_steps, simulate
 from rfscaling.studies.runs import flatten
 
@@ -86,6 +86,9 @@ def check(cfg: TrainConfig) -> None:
     """The checks that depend on the registered pieces the config names (data set, model,
     dynamics); with the dataclasses' own checks, every value is checked before anything runs."""
     check_problem(cfg.data, cfg.model)
+    if cfg.hooks.checkpoint.enabled and not getattr(MODELS.get(cfg.model.kind), "checkpoints", True):
+        raise ConfigError("hooks.checkpoint.enabled", True, f"model={cfg.model.kind} cannot be checkpointed (its "
+                          "network parameters are not part of the run state): set it false")
     DYNAMICS.get(cfg.dynamics.name).check(cfg.dynamics)
     check_hooks(cfg.hooks.extra, cfg.hooks.options)
     resolve_device(cfg.device)  # a CUDA device that is not there
@@ -170,7 +173,7 @@ def _run(cfg: TrainConfig, device: str, out: Path, identity: str, t_start: float
                    eval_steps=steps, dt=float(dyn.dt), n_datasets=data.n_datasets, n_replicas=data.n_replicas,
                    n_samples=data.n_samples, hparams=_hparams(cfg), theory=theory, start_index=start)
     summ = simulate(dyn, state, info, hooks, target_weights=data.target_weights, eigenvalues=data.eigenvalues,
-                    progress=cfg.hooks.progress, error_offset=problem.unexplained_variance, readout=data.readout,
+                    progress=cfg.hooks.progress, error_offset=problem.measured_offset, readout=data.readout,
                     desc=f"{cfg.dynamics.name} P={cfg.data.P} N={cfg.model.N}").summary
     if ckpt is not None and ckpt.get("finished"):  # rebuilt from a finished checkpoint: its end
         summ = replace(summ, stop_reason=ckpt.get("stop_reason") or summ.stop_reason,

@@ -14,10 +14,10 @@ from rfscaling.models import ProblemSpec
 _WHERE = {
     **{k: (("data",), k) for k in ("P", "alpha", "beta", "lam_1", "c", "label_noise", "kind", "target", "teacher",
                                    "pool_size", "input_dim")},
-    **{k: (("model",), k) for k in ("N", "M", "nonlinearity")},
+    **{k: (("model",), k) for k in ("N", "M", "nonlinearity", "depth", "parameterization", "doubling")},
     "model": (("model",), "kind"),
     **{k: (("dynamics",), k) for k in ("weight_decay", "temperature", "init_variance", "dt", "t_max", "n_evals",
-                                       "integrator", "max_stride")},
+                                       "integrator", "max_stride", "batch_size", "replacement", "momentum")},
     "dynamics": (("dynamics",), "name"),
     **{k: (("ensemble",), k) for k in ("datasets", "replicas", "estimate_variance")},
     "theory": (("theory",), "enabled"),

@@ -105,7 +105,7 @@ def test_cli_early_stopping_optimum_with_label_noise(tmp_path):
         (["dynamics=bayes", "dynamics.weight_decay=0"], "dynamics.weight_decay"),
         (["data.P=abc"], "data.P"),  # rejected by Hydra at composition
         (["data.Q=3"], "data.Q"),  # unknown key
-        (["dynamics=sgd"], "dynamics/sgd"),  # unknown preset
+        (["dynamics=adam"], "dynamics/adam"),  # unknown preset
         (["data=digits", "model=random_features"], "data.kind"),  # theory covers power laws only
         (["data.target=labels"], "data.target"),  # the power-law data set has no labels
         (["data.target=teacher_network"], "data.target"),

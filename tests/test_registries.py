@@ -137,11 +137,11 @@ TOYS = {
 
 def test_registries_know_the_shipped_pieces():
     assert {"powerlaw_eigen", "gaussian_powerlaw", "digits", "mnist1d"} <= set(DATASETS.names())
-    assert {"eigenfeature", "random_features"} <= set(MODELS.names())
-    assert {"gradient_flow", "weight_decay", "langevin", "bayes"} <= set(DYNAMICS.names())
+    assert {"eigenfeature", "random_features", "mlp"} <= set(MODELS.names())
+    assert {"gradient_flow", "weight_decay", "langevin", "bayes", "sgd"} <= set(DYNAMICS.names())
     assert set(HOOKS.names()) >= {"eigenmode", "early_stopping", "tensorboard", "budget", "checkpoint"}
-    with pytest.raises(ConfigError, match=r"^dynamics\.name=sgd: must be a registered dynamics: one of bayes\|"):
-        DYNAMICS.get("sgd")
+    with pytest.raises(ConfigError, match=r"^dynamics\.name=adam: must be a registered dynamics: one of bayes\|"):
+        DYNAMICS.get("adam")
 
 
 def test_a_pickled_registry_is_the_registry():

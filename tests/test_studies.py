@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # the analysis scripts live next to the package, not inside it
     sys.path.insert(0, str(REPO))
 
-PRESETS = ("bias_variance", "early_stopping", "scaling", "pareto", "model_size", "learning_rate")
+PRESETS = ("bias_variance", "early_stopping", "scaling", "pareto", "model_size", "learning_rate", "sgd_noise",
+           "width")
 QUIET = ["device=cpu", "hooks.progress=false", "hooks.tensorboard=false"]
 GF = "dynamics={name:gradient_flow,weight_decay:0.0,temperature:0.0}"
 DPI = 60  # figures at low resolution: rendering dominates the analyses' run time
@@ -222,6 +223,34 @@ def test_model_size_reduced(tmp_path, capsys, monkeypatch):
     # the projected student saturates (derived -2 = -(1 + alpha)), the aligned one does not (-3)
     assert rows["random_projection"]["dmft_same_points"] > rows["eigenfeature"]["dmft_same_points"] + 0.5
     assert (sweep / "analysis" / "model_size_sweep.png").exists()
+
+
+@pytest.mark.slow
+def test_sgd_noise_reduced(tmp_path, capsys, monkeypatch):
+    from analysis import sgd_noise
+
+    sweep = _sweep("sgd_noise", ["model.N=32", "data.P=32", "data.pool_size=128", "dynamics.t_max=2", "seed=0"],
+                   tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert (_index(sweep)["status"] == "ok").sum() == 6
+    assert sgd_noise.main([str(sweep), "--dpi", str(DPI)]) == 0
+    out = sweep / "analysis"
+    for name in ("sgd_noise.png", "sgd_noise.pdf", "sgd_noise.csv", "results.json"):
+        assert (out / name).exists(), name
+    tab = pd.read_csv(out / "sgd_noise.csv").set_index("condition")
+    assert tab.loc["GD", "excess_final"] == 0
+    assert tab.loc["SGD B=32 (without repl.)", "excess_final"] == 0  # B = P without replacement is GD
+
+
+@pytest.mark.slow
+def test_width_reduced(tmp_path, capsys, monkeypatch):
+    from analysis import width
+
+    sweep = _sweep("width", ["model.N=16,32", "data.P=24", "data.pool_size=96", "dynamics.t_max=2", "seed=0"],
+                   tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert (_index(sweep)["status"] == "ok").sum() == 4
+    assert width.main([str(sweep), "--dpi", str(DPI)]) == 0
+    for name in ("width.png", "width.pdf", "width.csv", "results.json"):
+        assert (sweep / "analysis" / name).exists(), name
 
 
 def test_pareto_frontier_lies_on_the_dmft_frontier(tmp_path, capsys, monkeypatch):

@@ -15,7 +15,7 @@ import torch
 
 from rfscaling.data.ensemble import EnsembleData, ValidationData
 
-__all__ = ["binary_labels", "pool_ensemble"]
+__all__ = ["binary_labels", "pool_ensemble", "pool_ensemble_indexed"]
 
 
 def binary_labels(labels: np.ndarray) -> np.ndarray:
@@ -33,6 +33,16 @@ def pool_ensemble(pool_features: torch.Tensor, pool_targets: torch.Tensor, targe
     ``target_weights`` (D, N) the best linear readout. With ``validation_size > 0`` also a
     validation set per dataset, disjoint from its training set (noisy labels, one draw).
     """
+    data, val, _ = pool_ensemble_indexed(pool_features, pool_targets, target_weights, eigenvalues, n_samples,
+                                         datasets, replicas, label_noise, generator, validation_size,
+                                         unexplained_variance)
+    return data, val
+
+
+def pool_ensemble_indexed(pool_features, pool_targets, target_weights, eigenvalues, n_samples, datasets, replicas,
+                          label_noise, generator, validation_size=0, unexplained_variance=0.0):
+    """:func:`pool_ensemble` and the pool indices it drew, (D, P + validation_size): training
+    samples first (a model that trains on the inputs themselves needs them)."""
     M, N = pool_features.shape
     Y = pool_targets if pool_targets.ndim == 2 else pool_targets[None].expand(datasets, -1)
     need = n_samples + validation_size
@@ -59,4 +69,4 @@ def pool_ensemble(pool_features: torch.Tensor, pool_targets: torch.Tensor, targe
     if validation_size > 0:
         yv = y[:, n_samples:] + sd * torch.randn(datasets, validation_size, generator=generator, dtype=dt, device=dev)
         val = ValidationData(features=X[:, n_samples:].contiguous(), labels=yv)
-    return data, val
+    return data, val, idx

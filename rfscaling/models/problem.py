@@ -61,6 +61,13 @@ class Problem:
     unexplained_variance: float
     info: dict = field(default_factory=dict)
     n_features: Optional[int] = None  # random-projection student: its width N (theory over M modes)
+    error_offset: Optional[float] = None  # added to the measured E_g and bias; None: unexplained_variance
+
+    @property
+    def measured_offset(self) -> float:
+        """What the measurement adds to E_g and bias: the target power outside the measured modes
+        (0 for a network model, whose pseudo-weights cover every pool mode)."""
+        return self.unexplained_variance if self.error_offset is None else float(self.error_offset)
 
     def theory(self, times, weight_decay: float = 0.0, temperature: float = 0.0, init_variance: float = 0.0,
                modes: bool = True, learning_rate: Optional[float] = None):

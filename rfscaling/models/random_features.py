@@ -43,6 +43,7 @@ NONLINEARITIES = {
     "relu": torch.relu,
     "tanh": torch.tanh,
     "erf": _erf,
+    "gelu": torch.nn.functional.gelu,
     "identity": lambda x: x,
 }
 

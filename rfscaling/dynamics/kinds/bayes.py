@@ -27,7 +27,10 @@ class Bayes:
     @staticmethod
     def build(data: "EnsembleData", cfg: DynamicsConfig) -> "Dynamics":
         from rfscaling.dynamics.exact import PosteriorDynamics
+        from rfscaling.models.network import is_network
 
+        if is_network(data):
+            raise ConfigError("dynamics.name", "bayes", "has no network form: use dynamics=langevin with model=mlp")
         return PosteriorDynamics(data, cfg)
 
     @staticmethod

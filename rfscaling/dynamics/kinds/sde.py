@@ -37,7 +37,12 @@ def build_sde(data: "EnsembleData", cfg: DynamicsConfig) -> "Dynamics":
         hessian_top_eigenvalue,
     )
     from rfscaling.dynamics.exact import ExactDynamics, HessianEigen
+    from rfscaling.models.network import is_network
 
+    if is_network(data):  # model=mlp: the network itself, full batch (GD, weight decay, SGLD)
+        from rfscaling.dynamics.network import build_network
+
+        return build_network(data, cfg)
     wd = cfg.weight_decay
     if cfg.integrator == "exact":  # the same dt (time grid) as Euler and auto would take
         dt = cfg.step if cfg.step is not None else 1.0 / float(hessian_top_eigenvalue(data.features, wd).max())
@@ -72,6 +77,11 @@ class _SDE:
         hint = {"weight_decay": "use dynamics=weight_decay", "temperature": "use dynamics=langevin"}
         if self.name == "weight_decay":
             hint["temperature"] = "use dynamics=langevin or bayes"
+        if cfg.momentum != 0.0 or cfg.batch_size is not None:
+            key = "dynamics.momentum" if cfg.momentum != 0.0 else "dynamics.batch_size"
+            raise ConfigError(key, cfg.momentum if cfg.momentum != 0.0 else cfg.batch_size,
+                              f"must be {'0' if cfg.momentum != 0.0 else 'null'} for dynamics={self.name} "
+                              "(minibatches and momentum: dynamics=sgd)")
         for key, rule in self.rules.items():
             v = getattr(cfg, key)
             if rule == "zero" and v != 0.0:
