@@ -46,6 +46,8 @@ class EigenmodeMonitor:
     the model linearised at construction, on Gaussian eigenfeatures; a real network departs from
     it by feature learning (finite width) and by non-Gaussian eigenfeatures: measure, do not fit.
     ``weight_decay`` in the theory pulls towards the parameters at construction, in SGLD towards 0.
+    ``learning_rate``: the step eta of the user's (full-batch) GD/SGLD loop: the DMFT is then the
+    discrete-time theory of that step (docs/theory.md section 10), at times n * eta; None: gradient flow.
 
     ``measure(model, time)`` returns a dict: ``time``, ``E_g`` = mean over the pool of (f - f*)^2
     (clean targets), ``mode_error`` (M,) = <psi_k, f - f*>^2 (sums to E_g over all M modes),
@@ -57,7 +59,7 @@ class EigenmodeMonitor:
     def __init__(self, model: nn.Module, pool_inputs: torch.Tensor, pool_targets: torch.Tensor, train_size: int,
                  label_noise: float = 0.0, temperature: float = 0.0, weight_decay: float = 0.0, *,
                  kernel: str = "ntk", times: Optional[Sequence[float]] = None, rtol: Optional[float] = None,
-                 max_jacobian_entries: Optional[int] = None) -> None:
+                 max_jacobian_entries: Optional[int] = None, learning_rate: Optional[float] = None) -> None:
         if kernel not in KERNELS:
             raise ValueError(f"kernel={kernel!r}: must be one of {'|'.join(KERNELS)}")
         M = pool_inputs.shape[0]
@@ -70,6 +72,7 @@ class EigenmodeMonitor:
         self.train_size = int(train_size)
         self.label_noise, self.temperature, self.weight_decay = float(label_noise), float(temperature), float(weight_decay)
         self.kernel = kernel
+        self.learning_rate = None if learning_rate is None else float(learning_rate)
         self.K = self._kernel(model, pool_inputs, kernel, max_jacobian_entries)
         lam, U = torch.linalg.eigh(self.K / M)
         self.eigenvalues = lam.flip(0).clamp_min(0.0)  # (M,) decreasing
@@ -109,7 +112,7 @@ class EigenmodeMonitor:
         lam, W = self._theory_inputs
         pred = predict(lam, W, self.train_size, new, label_noise=self.label_noise,
                        weight_decay=self.weight_decay, temperature=self.temperature,
-                       tail_power=self.unexplained_power)
+                       tail_power=self.unexplained_power, learning_rate=self.learning_rate)
         tail = self.target_power[self.rank:].cpu().numpy()
         modes = np.asarray(pred.mode_error, dtype=np.float64)
         for i, t in enumerate(new):
