@@ -128,6 +128,20 @@ def _linearised(K, S, r0, eta, n):
     return K[:, S] @ (V @ (g * (V.T @ r0)))
 
 
+class _Linear(nn.Module):
+    """A readout-linear model on its inputs (the features), zero at init."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(n, dtype=F64))
+
+    def features(self, x):
+        return x
+
+    def forward(self, x):
+        return x @ self.w
+
+
 def _dmft_against_linearised_average(mon, y, P, steps, n_sets=100, seed=1):
     """The DMFT against the mean over ``n_sets`` training sets (P i.i.d. draws from the pool) of
     the exact GD of the linearised model: (time, mean, standard error, theory) per step count."""
@@ -150,18 +164,7 @@ def test_dmft_on_gaussian_features():
     x = torch.randn(M, N, generator=g, dtype=F64) * lam.sqrt()
     y = x @ torch.randn(N, generator=g, dtype=F64)
 
-    class Linear(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(N, dtype=F64))
-
-        def features(self, x):
-            return x
-
-        def forward(self, x):
-            return x @ self.w
-
-    mon = EigenmodeMonitor(Linear(), x, y, P, kernel="features")
+    mon = EigenmodeMonitor(_Linear(N), x, y, P, kernel="features")
     assert mon.rank == N
     rows = _dmft_against_linearised_average(mon, y, P, (10, 30, 100, 300, 1000, 3000))
     assert rows[-1, 1] < 0.4 * rows[0, 1]  # it learned
@@ -239,23 +242,12 @@ def test_dmft_of_the_learning_rate_at_large_steps():
     x = torch.randn(M, N, generator=g, dtype=F64) * lam.sqrt()
     y = x @ torch.randn(N, generator=g, dtype=F64)
 
-    class Linear(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(N, dtype=F64))
-
-        def features(self, x):
-            return x
-
-        def forward(self, x):
-            return x @ self.w
-
-    gf = EigenmodeMonitor(Linear(), x, y, P, kernel="features")
+    gf = EigenmodeMonitor(_Linear(N), x, y, P, kernel="features")
     S0 = torch.randint(0, M, (P,), generator=torch.Generator().manual_seed(1))
     top = float(torch.linalg.eigvalsh(gf.K[S0][:, S0])[-1])
     eta = 1.5 / top
     steps = (1, 2, 3, 5, 10, 30)
-    mon = EigenmodeMonitor(Linear(), x, y, P, kernel="features", learning_rate=eta)
+    mon = EigenmodeMonitor(_Linear(N), x, y, P, kernel="features", learning_rate=eta)
     gsets = torch.Generator().manual_seed(2)
     sets = [torch.randint(0, M, (P,), generator=gsets) for _ in range(100)]
     E = np.array([[float(((_linearised(mon.K, S, y[S], eta, n) - y) ** 2).mean()) for n in steps] for S in sets])

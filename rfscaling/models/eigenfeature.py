@@ -53,7 +53,7 @@ class Eigenfeature:
     @staticmethod
     def check(data: DataConfig, model: ModelConfig, dataset: DataSet) -> None:
         if not dataset.eigen_space:
-            raise ConfigError("model.kind", model.kind, f"eigenfeature needs data.kind=powerlaw_eigen (got "
+            raise ConfigError("model.kind", model.kind, f"{model.kind} needs data.kind=powerlaw_eigen (got "
                               f"data.kind={data.kind}); use model=random_features")
 
     problem = staticmethod(_problem)

@@ -18,6 +18,7 @@ from rfscaling.data.eigen import EigenTask, sample_eigen_ensemble, sample_eigen_
 from rfscaling.data.ensemble import EnsembleData, ValidationData, make_generator
 from rfscaling.data.sets import DataSet
 from rfscaling.errors import ConfigError
+from rfscaling.models.eigenfeature import Eigenfeature
 from rfscaling.models.problem import MODELS, Problem, ProblemSpec
 from rfscaling.theory.spectra import power_law_task
 
@@ -43,22 +44,13 @@ def _problem(spec: ProblemSpec) -> Problem:
 
 
 @MODELS.register("random_projection")
-class RandomProjection:
-    @staticmethod
-    def check(data: DataConfig, model: ModelConfig, dataset: DataSet) -> None:
-        if not dataset.eigen_space:
-            raise ConfigError("model.kind", model.kind, f"random_projection needs data.kind=powerlaw_eigen "
-                              f"(got data.kind={data.kind})")
+class RandomProjection(Eigenfeature):
+    """The eigenfeature data path, compressed by a per-data-set projection A (no teacher tail:
+    all M teacher modes are features of the teacher)."""
 
     problem = staticmethod(_problem)
 
     @staticmethod
     def draws(spec: ProblemSpec) -> dict[str, str]:
-        draws = {"design": "data"}
-        if spec.data.teacher == "random":
-            draws["teacher"] = "data"
-        draws["label_noise"] = "data"
-        draws["projection"] = "projection"
-        if spec.validation_size > 0:
-            draws["validation"] = "val"
-        return draws
+        draws = {k: v for k, v in Eigenfeature.draws(spec).items() if k != "teacher_tail"}
+        return {**draws, "projection": "projection"}
