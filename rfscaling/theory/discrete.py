@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from .dmft import Prediction, _gram_full, _limit_infinity, _limit_zero, _validate, _window_sums
+from .dmft import Prediction, _gram_full, _LazyModes, _limit_infinity, _limit_zero, _validate, _window_sums
 from .kappa import _compress_gauss, _kappa_real_monotone, kappa_on_path
 from .laplace import time_windows, unit_hyperbola
 
@@ -319,7 +319,7 @@ def _assemble(lam, w2, P, t, n, sc, eta, h_edge, quadrature_nodes) -> Prediction
 _COMPONENTS = ("bias", "lab", "lan", "init", "response")
 
 
-class _DiscreteModes:
+class _DiscreteModes(_LazyModes):
     """Lazy per-mode arrays of a discrete-time prediction (same interface as dmft._ModeArrays)."""
 
     def __init__(self, *, lam, lw, consts, eta, wd, f_tail, tail, n_times, rows, groups):
@@ -327,12 +327,6 @@ class _DiscreteModes:
         self.f_tail, self.tail, self.n_times, self.rows, self.groups = f_tail, tail, n_times, rows, groups
         self.cache: dict[str, np.ndarray] = {}
 
-    def get(self, key: str) -> np.ndarray:
-        if not self.cache:
-            from .dmft import _blas_single_thread
-            with _blas_single_thread():
-                self.cache = self.compute()
-        return self.cache[key]
 
     def compute(self) -> dict[str, np.ndarray]:
         lam = self.lam

@@ -515,7 +515,20 @@ def _window_modes(lam, lw, lab, wd, T, s0, win: _Window, mode):
         mode["bias"][i] = lw * beta[j] ** 2 + lam**2 * quad
 
 
-class _ModeArrays:
+class _LazyModes:
+    """Per-mode arrays computed all at once by ``compute()`` on the first ``get(key)``, then cached
+    (the base of the continuous, discrete-time and projected engines' mode arrays)."""
+
+    cache: dict
+
+    def get(self, key: str) -> np.ndarray:
+        if not self.cache:
+            with _blas_single_thread():
+                self.cache = self.compute()
+        return self.cache[key]
+
+
+class _ModeArrays(_LazyModes):
     """Lazy per-mode arrays of one prediction: the data to compute them (O(N) vectors and, per
     contour window, O(nodes^2) kernels) and, after the first request, the (T, N) arrays.
 
@@ -528,11 +541,6 @@ class _ModeArrays:
         self.rows, self.windows = rows, windows
         self.cache: dict[str, np.ndarray] = {}
 
-    def get(self, key: str) -> np.ndarray:
-        if not self.cache:
-            with _blas_single_thread():
-                self.cache = self.compute()
-        return self.cache[key]
 
     def compute(self) -> dict[str, np.ndarray]:
         lam = self.lam

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import brentq
 
-from .dmft import Prediction, _blas_single_thread, _gram_full, _window_sums
+from .dmft import Prediction, _blas_single_thread, _gram_full, _LazyModes, _window_sums
 from .kappa import _compress_gauss, _mode_sums, kappa_at_zero
 from .laplace import time_windows, unit_hyperbola
 
@@ -373,18 +373,13 @@ def _predict(lam, w2, P, N, t, label_noise, wd, T, s0, quadrature_nodes) -> Pred
     )
 
 
-class _ProjectedModes:
+class _ProjectedModes(_LazyModes):
     """Lazy per-teacher-mode arrays (same interface as dmft._ModeArrays: ``get(key)``)."""
 
     def __init__(self, ctx: _Ctx, n_times: int, rows, windows, f_tail: float):
         self.ctx, self.n_times, self.rows, self.windows, self.f_tail = ctx, n_times, rows, windows, f_tail
         self.cache: dict[str, np.ndarray] = {}
 
-    def get(self, key: str) -> np.ndarray:
-        if not self.cache:
-            with _blas_single_thread():
-                self.cache = self.compute()
-        return self.cache[key]
 
     def compute(self) -> dict[str, np.ndarray]:
         mode = {k: np.zeros((self.n_times, self.ctx.lam.size)) for k in _COMPONENTS}
